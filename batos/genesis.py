@@ -1,0 +1,115 @@
+"""The primordial objects the kernel incarnates in a new image.
+
+``incarnate(root)`` creates whichever of them are missing, so an image made by
+an older kernel gains new primordial objects on its next start.  The PSM's
+states are objects here too: their prompts, persona, successor and token
+budget are slots, read at the start of every cycle, so the machine can be
+changed while the system runs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from persistent.list import PersistentList
+
+from batos.uvm import UvmObject
+
+PERSONA_PROTOTYPES = {
+    "ALFRED": ("alfred_prototype_obj", "System Steward",
+               "You are ALFRED, the System Steward of BAT OS: precise, economical and careful "
+               "with the system's integrity. You write small, correct, readable Python."),
+    "BRICK": ("brick_prototype_obj", "Deconstruction Engine",
+              "You are BRICK, the Deconstruction Engine of BAT OS: you break a mission into "
+              "the few concrete steps and facts needed to do it, and nothing more."),
+    "ROBIN": ("robin_prototype_obj", "Embodied Heart",
+              "You are ROBIN, the Embodied Heart of BAT OS: warm and clear, you write code "
+              "whose behaviour a person would find kind and unsurprising."),
+    "BABS": ("babs_prototype_obj", "Knowledge Weaver",
+             "You are BABS, the Knowledge Weaver of BAT OS: you gather and connect what is "
+             "known so the others can act on it."),
+}
+
+DECOMPOSING_INSTRUCTIONS = """\
+Mission: the object '{target}' was sent the message {example_call}, but it has no method '{selector}'. A new method must be written.
+{intent_line}Existing methods of '{target}': {methods}
+Data slots of '{target}': {slots}
+
+Give a short research plan for writing this method: 1 to 3 plan steps, and 1 to 3 short search queries for facts that would help. Answer in JSON."""
+
+SYNTHESIZING_INSTRUCTIONS = """\
+Write the Python method '{selector}' for the BAT OS object '{target}'.
+Call to support: {example_call}
+{intent_line}Plan:
+{plan}
+Context:
+{context}
+
+Rules:
+- Write exactly one function: def {selector}(self, ...): with a one-line docstring. `self` is the object.
+- Accept the arguments of the call above: {params_hint}.
+- Use only plain Python. Imports are allowed only from: {allowed}.
+- Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
+- Read and write the object's data as self.<name>. If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), then the statement `self._p_changed = True` must come right before each return, and at the end.
+- Return the result; do not print it.
+
+Answer with only the code in one ```python block."""
+
+STATES = (
+    # (state, successor, persona, instructions, max_tokens setting or None)
+    ("IDLE", "DECOMPOSING", None, "", None),
+    ("DECOMPOSING", "DELEGATING", "BRICK", DECOMPOSING_INSTRUCTIONS, "PLAN_MAX_TOKENS"),
+    ("DELEGATING", "SYNTHESIZING", "BABS", "", None),
+    ("SYNTHESIZING", "VALIDATING", "target", SYNTHESIZING_INSTRUCTIONS, "METHOD_MAX_TOKENS"),
+    ("VALIDATING", "COMPLETE", "ALFRED", "", None),
+    ("COMPLETE", "", "ALFRED", "", None),
+    ("FAILED", "", "ALFRED", "", None),
+)
+
+
+def state_oid(state: str) -> str:
+    return f"psm_{state.lower()}_obj"
+
+
+def _register(objects: Any, oid: str, obj: UvmObject, created: list[str]) -> UvmObject:
+    obj._oid = oid
+    objects[oid] = obj
+    created.append(oid)
+    return obj
+
+
+def incarnate(root: Any) -> list[str]:
+    """Create the missing primordial objects; return the oids created."""
+    objects = root["objects"]
+    created: list[str] = []
+
+    root_obj = objects.get("root_obj") or _register(
+        objects, "root_obj",
+        UvmObject("root", doc="The root prototype: every object delegates to it."), created)
+
+    if "genesis_obj" not in objects:
+        _register(objects, "genesis_obj",
+                  UvmObject("genesis", parents=(root_obj,),
+                            doc="The first object the Architect talks to."), created)
+
+    for persona, (oid, role, prompt) in PERSONA_PROTOTYPES.items():
+        if oid not in objects:
+            _register(objects, oid, UvmObject(persona.lower(), parents=(root_obj,), persona=persona,
+                                              role=role, system_prompt=prompt), created)
+
+    state_proto = objects.get("psm_state_prototype_obj") or _register(
+        objects, "psm_state_prototype_obj",
+        UvmObject("psm_state", parents=(root_obj,),
+                  doc="Prototype of the cognitive cycle's states."), created)
+    for state, successor, persona, instructions, budget in STATES:
+        oid = state_oid(state)
+        if oid not in objects:
+            _register(objects, oid,
+                      UvmObject(state.lower(), parents=(state_proto,), state=state,
+                                next=successor, persona=persona, instructions=instructions,
+                                max_tokens_setting=budget, max_tokens=None), created)
+    if "psm_obj" not in objects:
+        _register(objects, "psm_obj",
+                  UvmObject("psm", parents=(root_obj,),
+                            states=PersistentList(objects[state_oid(s[0])] for s in STATES)),
+                  created)
+    return created

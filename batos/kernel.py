@@ -1,0 +1,262 @@
+"""The kernel: wiring of the image, the models, the state machine and the server.
+
+Work on the image runs off the event loop: quick work (sends, installs,
+describes) in a pool of method workers, cognitive cycles in a pool of cycle
+workers, each thread with its own ZODB connection.  The loop itself only
+decodes, dispatches and replies, so ``ping`` is answered while a cycle runs.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import config
+from batos import __version__, genesis, guardian
+from batos.errors import Busy, Internal, Rejected, Timeout
+from batos.execution import call_with_deadline
+from batos.image import Image, ImageError, Session
+from batos.llm import Models
+from batos.metalog import MetacognitionLog
+from batos.protocol import to_wire
+from batos.psm import PrototypalStateMachine
+from batos.uvm import Method, NotUnderstood
+
+log = logging.getLogger("batos.kernel")
+Progress = Callable[[dict], None] | None
+TIMEOUT_GRACE_S = 2.0   # the server's own wait beyond a method's time limit
+
+
+class Kernel:
+    def __init__(self, settings: config.Settings):
+        self.settings = settings
+        self.started = time.monotonic()
+        self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
+        self.created_oids = self.image.bootstrap(genesis.incarnate)
+        self.models = Models(settings)
+        self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe)
+        self.method_pool = concurrent.futures.ThreadPoolExecutor(
+            settings.METHOD_WORKERS, thread_name_prefix="batos-method")
+        self.cycle_pool = concurrent.futures.ThreadPoolExecutor(
+            settings.CYCLE_WORKERS, thread_name_prefix="batos-cycle")
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.metalog: MetacognitionLog | None = None
+        self.stopping = False
+        self._cycles: dict[tuple[str, str], asyncio.Future] = {}   # {(oid, selector) -> result future}
+        self._listeners: dict[str, list[Callable[[dict], None]]] = {}  # {cycle_id -> progress callbacks}
+        self._cancels: set[threading.Event] = set()                 # running cycles' stop flags
+        self._queued_cycles = 0
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.metalog = MetacognitionLog(self.settings.log_path)
+        self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
+                            "image": self.image.path, "created": self.created_oids})
+
+    # -- events ---------------------------------------------------------------------
+    def _emit_threadsafe(self, event: dict) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._dispatch_event, event)
+
+    def _dispatch_event(self, event: dict) -> None:
+        if self.metalog is not None:
+            self.metalog.write(event)
+        if event.get("event") == "state":
+            for listener in self._listeners.get(event.get("cycle_id"), ()):
+                listener(event)
+
+    # -- running work off the loop ------------------------------------------------------
+    async def in_worker(self, fn: Callable[[], Any], wait_s: float | None = None) -> Any:
+        if self.stopping:
+            raise Busy("the kernel is shutting down")
+        fut = asyncio.wrap_future(self.method_pool.submit(fn))
+        if wait_s is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, wait_s)
+        except asyncio.TimeoutError:
+            log.error("kernel: a method worker did not come back within %.1fs; it is written off",
+                      wait_s)
+            raise Timeout(f"the call did not finish within {wait_s:g}s") from None
+
+    # -- services -------------------------------------------------------------------
+    def ping(self) -> dict:
+        return {"pong": True, "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
+                "pid": os.getpid(), "protocol": 1, "cycles_running": len(self._cancels)}
+
+    async def run_cycle(self, target_oid: str, brief: dict, progress: Progress = None) -> dict:
+        await self.in_worker(lambda: self._read(lambda s: s.get(target_oid) and None))
+        key = (target_oid, brief["selector"])
+        fut = self._cycles.get(key)
+        if fut is None:
+            if self._queued_cycles >= self.settings.CYCLE_QUEUE_MAX:
+                raise Busy(f"{self._queued_cycles} cognitive cycles are already waiting; try again later")
+            fut = self._start_cycle(target_oid, brief)
+        cycle_id = fut.cycle_id  # type: ignore[attr-defined]
+        if progress is not None:
+            self._listeners.setdefault(cycle_id, []).append(progress)
+        try:
+            return await asyncio.shield(fut)
+        finally:
+            if progress is not None and cycle_id in self._listeners:
+                self._listeners[cycle_id].remove(progress)
+
+    def _start_cycle(self, target_oid: str, brief: dict) -> asyncio.Future:
+        cycle_id = uuid.uuid4().hex[:12]
+        key = (target_oid, brief["selector"])
+        cancel = threading.Event()
+        if self.stopping:
+            cancel.set()
+
+        def work() -> dict:
+            self._cancels.add(cancel)
+            try:
+                return self.psm.run(cycle_id, target_oid, brief, cancel).result()
+            finally:
+                self._cancels.discard(cancel)
+
+        self._queued_cycles += 1
+        fut = asyncio.wrap_future(self.cycle_pool.submit(work))
+        fut.cycle_id = cycle_id  # type: ignore[attr-defined]
+
+        def done(_f: asyncio.Future) -> None:
+            self._queued_cycles -= 1
+            self._cycles.pop(key, None)
+            self._listeners.pop(cycle_id, None)
+
+        fut.add_done_callback(done)
+        self._cycles[key] = fut
+        return fut
+
+    async def send(self, target_oid: str, selector: str, args: list, kwargs: dict,
+                   progress: Progress = None) -> dict:
+        limit = self.settings.METHOD_TIMEOUT_S
+        call = lambda: self._invoke(target_oid, selector, args, kwargs)  # noqa: E731
+        try:
+            return {"value": await self.in_worker(call, limit + TIMEOUT_GRACE_S)}
+        except NotUnderstood as nu:
+            brief = nu.brief
+        result = await self.run_cycle(target_oid, brief, progress)
+        if result["state"] != "COMPLETE":
+            raise Rejected(f"{target_oid} does not understand '{selector}', and the cognitive cycle "
+                           f"{result['cycle_id']} that tried to teach it FAILED: {result.get('reason')}",
+                           result=result, cycle_id=result["cycle_id"])
+        try:
+            value = await self.in_worker(call, limit + TIMEOUT_GRACE_S)
+        except NotUnderstood:
+            raise Internal(f"the cycle {result['cycle_id']} completed but '{selector}' "
+                           "is still not understood") from None
+        return {"value": value, "cycle_id": result["cycle_id"]}
+
+    def _invoke(self, target_oid: str, selector: str, args: list, kwargs: dict) -> Any:
+        def body(s: Session) -> Any:
+            obj = s.get(target_oid)
+            if obj._find_slot(selector) is None:
+                obj._doesNotUnderstand_(selector, args, kwargs)
+            value = call_with_deadline(obj._send, (selector, args, kwargs), {},
+                                       self.settings.METHOD_TIMEOUT_S, f"{target_oid}.{selector}")
+            return to_wire(value)
+        return self.image.transact(body, note=f"send {target_oid}.{selector}")
+
+    async def install(self, target_oid: str, selector: str, source: str) -> dict:
+        event = {"event": "install", "target": target_oid, "selector": selector}
+        report = guardian.audit(source, selector, max_bytes=self.settings.MAX_SOURCE_BYTES)
+        self.metalog.write({**event, "state": "VALIDATING", "source_chars": len(source)})
+        if not report.ok:
+            self.metalog.write({**event, "state": "FAILED", "findings": report.findings})
+            result = {"state": "FAILED", "findings": report.findings}
+            raise Rejected("the PersistenceGuardian refused the method: " + "; ".join(report.findings),
+                           result=result, findings=report.findings)
+
+        def body(s: Session) -> None:
+            s.get(target_oid)._install(selector, source, origin="architect")
+        await self.in_worker(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
+        self.metalog.write({**event, "state": "COMPLETE", "artifact": source})
+        return {"state": "COMPLETE", "findings": []}
+
+    async def describe(self, target_oid: str) -> dict:
+        def body(s: Session) -> dict:
+            obj = s.get(target_oid)
+            return {
+                "oid": target_oid, "name": str(obj._slots.get("name", "")),
+                "parents": [p._label() for p in obj._slots.get("parents", ())],
+                "slots": {k: type(v).__name__ for k, v in obj._slots.items()
+                          if k not in ("parents",) and not isinstance(v, Method)},
+                "methods": [{"selector": sel, "signature": m.signature, "doc": m.doc,
+                             "owner": owner._label()} for sel, owner, m in obj._methods()],
+            }
+        return await self.in_worker(lambda: self._read(body))
+
+    async def list_objects(self) -> list:
+        def body(s: Session) -> list:
+            return [{"oid": oid, "name": str(obj._slots.get("name", ""))}
+                    for oid, obj in s.root["objects"].items()]
+        return await self.in_worker(lambda: self._read(body))
+
+    def _read(self, fn: Callable[[Session], Any]) -> Any:
+        with self.image.reading() as s:
+            return fn(s)
+
+    # -- shutdown ---------------------------------------------------------------------
+    def begin_shutdown(self) -> None:
+        """Stop taking work and stop running cycles (they end FAILED)."""
+        if not self.stopping:
+            log.info("kernel: shutting down")
+            self.stopping = True
+            for cancel in list(self._cancels):
+                cancel.set()
+
+    async def close(self) -> None:
+        deadline = self.settings.SHUTDOWN_TIMEOUT_S
+        pending = [f for f in self._cycles.values() if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=deadline)
+        self.method_pool.shutdown(wait=False, cancel_futures=True)
+        self.cycle_pool.shutdown(wait=False, cancel_futures=True)
+        if self.metalog is not None:
+            self.metalog.write({"event": "kernel_stop", "pid": os.getpid()})
+            await self.metalog.close()
+        await asyncio.get_running_loop().run_in_executor(None, self.models.close)
+        self.image.close()
+
+
+# ------------------------------------------------------------------------- main
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m batos", description="The BAT OS kernel.")
+    p.add_argument("--home", help="BATOS_HOME: where the image, blobs and log live")
+    p.add_argument("--endpoint", help="ZMQ_ENDPOINT to bind, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--log-level", default=os.environ.get("BATOS_LOG_LEVEL", "INFO"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        settings = config.load(HOME=_path(args.home), ZMQ_ENDPOINT=args.endpoint)
+        if args.endpoint:
+            config.check_endpoint(args.endpoint, "--endpoint")
+    except config.ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from batos.server import serve
+    try:
+        return asyncio.run(serve(settings))
+    except ImageError as exc:
+        print(exc, file=sys.stderr)
+        return 3
+
+
+def _path(value: str | None):
+    from pathlib import Path
+    return Path(value) if value else None

@@ -1,0 +1,249 @@
+"""The Synaptic Bridge, version 1: the wire contract as pydantic models.
+
+Shared by the kernel and the client; imports neither zmq nor ZODB.  See
+../shared/PROTOCOL.md for the contract this module keeps.  Additions here
+(the ``shutdown`` command, extra result fields) extend it without changing
+what is there.
+"""
+from __future__ import annotations
+
+import keyword
+import re
+from typing import Annotated, Any, Literal, Optional, Union
+
+import ormsgpack
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
+                      StrictStr, ValidationError)
+
+PROTOCOL_VERSION = 1
+STATES = ("IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE", "FAILED")
+MAX_SELECTOR_LEN = 64
+
+_SELECTOR = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_selector(name: str) -> str:
+    """A public method name: an identifier, not a keyword, not private or dunder."""
+    if name.startswith("_"):
+        raise ValueError(f"selector {name!r} is private; selectors may not start with '_'")
+    if not _SELECTOR.match(name) or keyword.iskeyword(name) or len(name) > MAX_SELECTOR_LEN:
+        raise ValueError(f"selector {name!r} is not a valid method name "
+                         f"(letters, digits and '_', at most {MAX_SELECTOR_LEN} characters)")
+    return name
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENT.match(name) or keyword.iskeyword(name) or name.startswith("__"):
+        raise ValueError(f"{name!r} is not a valid argument name")
+    return name
+
+
+Selector = Annotated[StrictStr, AfterValidator(check_selector)]
+ArgName = Annotated[StrictStr, AfterValidator(check_identifier)]
+ObjectId = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+RequestId = Union[StrictStr, StrictInt, None]
+
+
+class _Model(BaseModel):
+    # unknown fields are ignored, so newer clients can add fields
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------- requests
+
+class Request(_Model):
+    id: RequestId = None
+    command: StrictStr
+    stream: StrictBool = True
+
+
+class Ping(Request):
+    command: Literal["ping"] = "ping"
+
+
+class MissionBrief(_Model):
+    type: StrictStr = "unhandled_message"
+    selector: Selector
+    args: list[ArgName] = Field(default_factory=list, max_length=32)   # parameter names
+    kwargs: dict[ArgName, Any] = Field(default_factory=dict)           # keyword names -> example
+    intent: Optional[Annotated[StrictStr, Field(max_length=4000)]] = None
+
+
+class InitiateCognitiveCycle(Request):
+    command: Literal["initiate_cognitive_cycle"] = "initiate_cognitive_cycle"
+    target_oid: ObjectId
+    mission_brief: MissionBrief
+
+
+class SendMessage(Request):
+    command: Literal["send_message"] = "send_message"
+    target_oid: ObjectId
+    selector: Selector
+    args: list[Any] = Field(default_factory=list)
+    kwargs: dict[ArgName, Any] = Field(default_factory=dict)
+
+
+class InstallMethod(Request):
+    command: Literal["install_method"] = "install_method"
+    target_oid: ObjectId
+    selector: Selector
+    source: StrictStr
+
+
+class Describe(Request):
+    command: Literal["describe"] = "describe"
+    target_oid: ObjectId
+
+
+class ListObjects(Request):
+    command: Literal["list_objects"] = "list_objects"
+
+
+class Shutdown(Request):
+    """Extension: ask the kernel to stop gracefully (the watchdog's first rung)."""
+    command: Literal["shutdown"] = "shutdown"
+
+
+REQUESTS: dict[str, type[Request]] = {
+    m.model_fields["command"].default: m
+    for m in (Ping, InitiateCognitiveCycle, SendMessage, InstallMethod, Describe, ListObjects,
+              Shutdown)
+}
+
+
+# ---------------------------------------------------------------------- results
+
+class PingResult(_Model):
+    pong: bool = True
+    version: str
+    uptime_s: float
+    pid: int
+    protocol: int = PROTOCOL_VERSION
+    cycles_running: int = 0
+
+
+class CycleResult(_Model):
+    cycle_id: str
+    state: Literal["COMPLETE", "FAILED"]
+    selector: str
+    source: Optional[str] = None
+    reason: Optional[str] = None
+    transitions: list[str]
+    persona: Optional[str] = None
+    attempts: int = 1
+    duration_s: Optional[float] = None
+
+
+class SendResult(_Model):
+    value: Any = None
+    cycle_id: Optional[str] = None
+
+
+class InstallResult(_Model):
+    state: Literal["COMPLETE", "FAILED"]
+    findings: list[str]
+
+
+class MethodInfo(_Model):
+    selector: str
+    signature: str
+    doc: str = ""
+    owner: Optional[str] = None   # the oid of the object whose slot holds it
+
+
+class DescribeResult(_Model):
+    oid: str
+    name: str
+    parents: list[str]
+    slots: dict[str, str]
+    methods: list[MethodInfo]
+
+
+class ObjectRef(_Model):
+    oid: str
+    name: str
+
+
+# ---------------------------------------------------------------------- replies
+
+class ErrorInfo(_Model):
+    type: str
+    message: str
+
+
+class FinalReply(_Model):
+    id: RequestId = None
+    final: Literal[True] = True
+    ok: bool
+    result: Any = None
+    error: Optional[ErrorInfo] = None
+
+
+class ProgressEvent(_Model):
+    id: RequestId = None
+    final: Literal[False] = False
+    event: str
+    cycle_id: Optional[str] = None
+    state: Optional[str] = None
+
+
+def ok_reply(request_id: Any, result: Any) -> dict:
+    return {"id": request_id, "final": True, "ok": True, "result": result}
+
+
+def error_reply(request_id: Any, type_: str, message: str, **details: Any) -> dict:
+    error = {"type": type_, "message": message}
+    error.update(details)
+    return {"id": request_id, "final": True, "ok": False, "error": error}
+
+
+def progress(request_id: Any, event: str, **fields: Any) -> dict:
+    msg = {"id": request_id, "final": False, "event": event}
+    msg.update(fields)
+    return msg
+
+
+# --------------------------------------------------------------------- encoding
+
+def pack(message: Any) -> bytes:
+    return ormsgpack.packb(message)
+
+
+def unpack(frame: bytes) -> Any:
+    return ormsgpack.unpackb(frame)
+
+
+def to_wire(value: Any, _depth: int = 0) -> Any:
+    """A value msgpack can carry; anything else becomes its repr()."""
+    if value is None or isinstance(value, (bool, str, bytes, float)):
+        return value
+    if isinstance(value, int):
+        return value if -(1 << 63) <= value < (1 << 64) else repr(value)
+    if _depth > 32:
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return [to_wire(v, _depth + 1) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
+        return {k: to_wire(v, _depth + 1) for k, v in value.items()}
+    return _safe_repr(value)
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:  # a repr that raises still gets an answer
+        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= 100_000 else text[:100_000] + "...(truncated)"
+
+
+def describe_validation_error(command: str, exc: ValidationError) -> str:
+    """One readable line per problem: "send_message: args: Input should be a valid list"."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "request"
+        msg = err.get("msg", "invalid")
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        parts.append(f"{where}: {msg}")
+    return f"{command}: " + "; ".join(parts)

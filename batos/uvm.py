@@ -1,0 +1,182 @@
+"""UvmObject: the persistent prototype object of the Living Image.
+
+Slots live in a persistent mapping.  Reading an attribute looks in the
+object's own slots, then in its ``parents`` in order (delegation, not class
+inheritance).  Writing an attribute puts it in the slots and marks the object
+changed.  Methods are slots too: a ``Method`` holds source, compiled the first
+time it is used after a load.  A send of a selector that nothing in the
+delegation chain holds goes to ``_doesNotUnderstand_``, which turns the failed
+message into a mission brief.
+"""
+from __future__ import annotations
+
+import time
+import types
+from typing import Any, Iterator
+
+import persistent
+from persistent.list import PersistentList
+from persistent.mapping import PersistentMapping
+
+from batos import guardian
+from batos.errors import MethodError
+from batos.methods import compile_method
+
+MAX_DELEGATION_DEPTH = 64
+
+
+class NotUnderstood(Exception):
+    """Raised by ``_doesNotUnderstand_``: carries the mission brief for a cognitive cycle."""
+
+    def __init__(self, target_oid: str, brief: dict):
+        super().__init__(f"{target_oid} does not understand '{brief['selector']}'")
+        self.target_oid = target_oid
+        self.brief = brief
+
+
+class Method(persistent.Persistent):
+    """A method as the image keeps it: source and what the audit learned of it."""
+
+    def __init__(self, selector: str, source: str, *, origin: str = "architect",
+                 cycle_id: str | None = None):
+        report = guardian.audit(source, selector)
+        self.selector = selector
+        self.source = source
+        self.signature = report.signature
+        self.doc = report.doc
+        self.origin = origin            # "architect", "cycle" or "genesis"
+        self.cycle_id = cycle_id
+        self.installed_at = time.time()
+
+    def function(self, label: str) -> types.FunctionType:
+        func = getattr(self, "_v_func", None)
+        if func is None:
+            func = compile_method(self.selector, self.source, label)
+            self._v_func = func
+        return func
+
+    def __repr__(self) -> str:
+        return f"<Method {self.signature}>"
+
+
+class UvmObject(persistent.Persistent):
+    """A prototype object: slots, parents, and methods kept as source."""
+
+    def __init__(self, name: str = "", parents: tuple = (), **slots: Any):
+        self._slots = PersistentMapping()   # {slot name -> value or Method}
+        self._slots["name"] = name
+        self._slots["parents"] = PersistentList(parents)
+        for key, value in slots.items():
+            self._slots[key] = value
+
+    # -- slots and delegation ---------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        # only called when normal lookup fails: private names never come from slots
+        if name.startswith("_"):
+            raise AttributeError(name)
+        found = self._find_slot(name)
+        if found is None:
+            raise AttributeError(f"{self._label()} has no slot '{name}'")
+        owner, value = found
+        if isinstance(value, Method):
+            return types.MethodType(value.function(f"{owner._label()}.{name}"), self)
+        return value
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            persistent.Persistent.__setattr__(self, name, value)
+            if name == "_p_changed" and value:
+                # the covenant line also covers in-place changes to slot values
+                self._slots._p_changed = True
+            return
+        self._slots[name] = value
+        persistent.Persistent.__setattr__(self, "_p_changed", True)
+
+    def __delattr__(self, name: str) -> None:
+        if name.startswith("_"):
+            persistent.Persistent.__delattr__(self, name)
+            return
+        if name not in self._slots:
+            raise AttributeError(f"{self._label()} has no slot '{name}'")
+        del self._slots[name]
+        persistent.Persistent.__setattr__(self, "_p_changed", True)
+
+    def _delegation_chain(self) -> Iterator["UvmObject"]:
+        """Self, then parents depth-first in order; each object once."""
+        seen: set[int] = set()
+        stack: list[tuple[UvmObject, int]] = [(self, 0)]
+        while stack:
+            obj, depth = stack.pop()
+            if id(obj) in seen or depth > MAX_DELEGATION_DEPTH:
+                continue
+            seen.add(id(obj))
+            yield obj
+            parents = obj._slots.get("parents") or ()
+            for parent in reversed(list(parents)):
+                if isinstance(parent, UvmObject):
+                    stack.append((parent, depth + 1))
+
+    def _label(self) -> str:
+        return self.__dict__.get("_oid") or self._slots.get("name") or "object"
+
+    def _find_slot(self, name: str) -> tuple["UvmObject", Any] | None:
+        for owner in self._delegation_chain():
+            if name in owner._slots:
+                return owner, owner._slots[name]
+        return None
+
+    # -- messages -----------------------------------------------------------------
+    def _send(self, selector: str, args: list, kwargs: dict) -> Any:
+        """Deliver a message: a method is called; a data slot's name with no arguments
+        returns its value; anything else goes to ``_doesNotUnderstand_``."""
+        found = self._find_slot(selector)
+        if found is None:
+            return self._doesNotUnderstand_(selector, args, kwargs)
+        owner, value = found
+        if isinstance(value, Method):
+            func = value.function(f"{owner._label()}.{selector}")
+            return func(self, *args, **kwargs)
+        if args or kwargs:
+            raise MethodError(f"'{selector}' on {self._label()} is a data slot "
+                              f"({type(value).__name__}), not a method")
+        return value
+
+    def _doesNotUnderstand_(self, selector: str, args: list, kwargs: dict) -> Any:
+        """Turn the failed message into a mission brief for a cognitive cycle."""
+        brief = {
+            "type": "unhandled_message",
+            "selector": selector,
+            "args": [f"arg{i}" for i in range(len(args))],
+            "kwargs": {k: _example(v) for k, v in kwargs.items()},
+            "intent": None,
+            "example_call": _example_call(selector, args, kwargs),
+        }
+        raise NotUnderstood(self._label(), brief)
+
+    def _install(self, selector: str, source: str, *, origin: str, cycle_id: str | None = None) -> Method:
+        method = Method(selector, source, origin=origin, cycle_id=cycle_id)
+        self._slots[selector] = method
+        persistent.Persistent.__setattr__(self, "_p_changed", True)
+        return method
+
+    def _methods(self) -> list[tuple[str, "UvmObject", Method]]:
+        """Every selector this object answers, own first: [(selector, owner, Method)]."""
+        found: dict[str, tuple[str, UvmObject, Method]] = {}
+        for owner in self._delegation_chain():
+            for key, value in owner._slots.items():
+                if isinstance(value, Method) and key not in found:
+                    found[key] = (key, owner, value)
+        return list(found.values())
+
+    def __repr__(self) -> str:
+        return f"<UvmObject {self._label()}>"
+
+
+def _example(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _example_call(selector: str, args: list, kwargs: dict) -> str:
+    parts = [_example(a) for a in args] + [f"{k}={_example(v)}" for k, v in kwargs.items()]
+    return f"{selector}({', '.join(parts)})"

@@ -1,0 +1,1 @@
+"""The Architect's client for the BAT OS kernel."""

@@ -1,0 +1,105 @@
+"""A DEALER connection to the kernel: requests carry ids, replies are matched to them,
+and every wait has a timeout."""
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from typing import Any, Callable, Optional
+
+import zmq
+
+from batos import protocol as p
+
+
+class KernelError(Exception):
+    """The kernel answered ``ok: false``."""
+
+    def __init__(self, reply: dict):
+        error = reply.get("error") or {}
+        super().__init__(f"{error.get('type', 'Error')}: {error.get('message', '')}")
+        self.reply = reply
+        self.type = error.get("type", "Error")
+        self.message = error.get("message", "")
+
+
+class KernelUnavailable(Exception):
+    """No reply came within the timeout: the kernel is down, restarting or busy."""
+
+
+class Connection:
+    def __init__(self, endpoint: str, *, timeout_s: float = 10.0, identity: bytes | None = None,
+                 context: zmq.Context | None = None):
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self._ctx = context or zmq.Context.instance()
+        self.identity = identity or f"client-{os.getpid()}-{uuid.uuid4().hex[:8]}".encode()
+        self._ids = itertools.count(1)
+        self._early: dict[Any, list[dict]] = {}   # {request id -> replies read while waiting for another}
+        self._open()
+
+    def _open(self) -> None:
+        self.sock = self._ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.IDENTITY, self.identity)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(self.endpoint)
+
+    def reconnect(self) -> None:
+        """Drop the socket (and anything queued on it) and connect afresh."""
+        self.sock.close(linger=0)
+        self._early.clear()
+        self._open()
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- requests --------------------------------------------------------------------
+    def send(self, request: dict) -> Any:
+        """Send one request without waiting; returns its id (one is assigned if missing)."""
+        request = dict(request)
+        if request.get("id") is None:
+            request["id"] = f"{self.identity.decode()}-{next(self._ids)}"
+        self.sock.send(p.pack(request))
+        return request["id"]
+
+    def wait(self, request_id: Any, timeout_s: Optional[float] = None,
+             on_progress: Optional[Callable[[dict], None]] = None) -> dict:
+        """The final reply to ``request_id``; progress events go to ``on_progress``."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        while True:
+            queued = self._early.get(request_id)
+            while queued:
+                msg = queued.pop(0)
+                if msg.get("final"):
+                    self._early.pop(request_id, None)
+                    return msg
+                if on_progress:
+                    on_progress(msg)
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                if time.monotonic() >= deadline:
+                    raise KernelUnavailable(
+                        f"no reply from the kernel at {self.endpoint} within "
+                        f"{(self.timeout_s if timeout_s is None else timeout_s):g}s")
+                continue
+            msg = p.unpack(self.sock.recv())
+            self._early.setdefault(msg.get("id"), []).append(msg)
+
+    def request(self, request: dict, timeout_s: Optional[float] = None,
+                on_progress: Optional[Callable[[dict], None]] = None) -> dict:
+        return self.wait(self.send(request), timeout_s, on_progress)
+
+    def call(self, command: str, timeout_s: Optional[float] = None,
+             on_progress: Optional[Callable[[dict], None]] = None, **fields: Any) -> Any:
+        """The ``result`` of a command; KernelError when the kernel says ``ok: false``."""
+        reply = self.request({"command": command, **fields}, timeout_s, on_progress)
+        if not reply.get("ok"):
+            raise KernelError(reply)
+        return reply.get("result")

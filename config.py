@@ -1,0 +1,228 @@
+"""BAT OS settings: the single source of configuration.
+
+Precedence: the defaults below < environment variables ``BATOS_<NAME>`` (for
+example ``BATOS_ZMQ_ENDPOINT``) < command-line flags where a program offers
+them.  ``BATOS_HOME`` is the directory that relative paths resolve against
+(the image, its blobs, the metacognition log, update instructions), so several
+kernels can run side by side with different homes.
+
+A bad value fails at start with a message naming the variable::
+
+    config: BATOS_METHOD_TIMEOUT_S='soon' is not a number
+
+The seeds' names are module attributes too (``config.DB_FILE``), read from the
+process environment the first time they are asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+PERSONAS = ("ALFRED", "BRICK", "ROBIN", "BABS")
+ENV_PREFIX = "BATOS_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the variable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # where the kernel keeps its state; relative paths below resolve against it
+    HOME: Path = PROJECT_ROOT / "var"
+    # the Living Image
+    DB_FILE: Path = Path("live_image.fs")
+    BLOB_DIR: Path = Path("live_image.fs.blob")
+    # the Synaptic Bridge (loopback or ipc only)
+    ZMQ_ENDPOINT: str = "tcp://127.0.0.1:5555"
+    MAX_MESSAGE_BYTES: int = 1 << 20
+    MAX_INFLIGHT_REQUESTS: int = 256
+    # the personas' models: {persona: source}; "embedded" is the Qwen2.5-Coder
+    # 1.5B GGUF shipped on PyPI, "smollm2" the small SmolLM2-135M GGUF, or a
+    # path to a local .gguf file
+    PERSONA_MODELS: Mapping[str, str] = dataclasses.field(
+        default_factory=lambda: {p: "embedded" for p in PERSONAS})
+    DEFAULT_PERSONA_MODEL: str = "ALFRED"
+    LORA_STAGING_DIR: Path = Path("lora_adapters")
+    SENTENCE_TRANSFORMER_MODEL: str = "all-MiniLM-L6-v2"
+    METACOGNITION_LOG_FILE: Path = Path("metacognition.jsonl")
+    UPDATE_INSTRUCTIONS_FILE: Path = Path("update_instructions.json")
+    # where the embedded GGUF is assembled from its PyPI parts (shared by all homes)
+    MODEL_CACHE_DIR: Path = Path.home() / ".cache" / "batos" / "models"
+    # llama.cpp
+    LLM_N_CTX: int = 4096
+    LLM_N_THREADS: int = 0          # 0: one per core
+    LLM_TEMPERATURE: float = 0.0
+    LLM_SEED: int = 1234
+    PLAN_MAX_TOKENS: int = 160      # BRICK's research plan
+    METHOD_MAX_TOKENS: int = 512    # the synthesized method
+    # execution and cycles
+    METHOD_TIMEOUT_S: float = 5.0
+    CYCLE_TIMEOUT_S: float = 600.0
+    CYCLE_RETRIES: int = 1          # a failed attempt is fed back this many times
+    CYCLE_WORKERS: int = 1
+    CYCLE_QUEUE_MAX: int = 16
+    METHOD_WORKERS: int = 8
+    MAX_SOURCE_BYTES: int = 20_000
+    # shutdown ladder (the kernel's side)
+    SHUTDOWN_TIMEOUT_S: float = 10.0
+
+    def path(self, value: Path) -> Path:
+        """Resolve a configured path against HOME."""
+        return value if value.is_absolute() else self.HOME / value
+
+    @property
+    def db_path(self) -> Path:
+        return self.path(self.DB_FILE)
+
+    @property
+    def blob_path(self) -> Path:
+        return self.path(self.BLOB_DIR)
+
+    @property
+    def log_path(self) -> Path:
+        return self.path(self.METACOGNITION_LOG_FILE)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    var = ENV_PREFIX + name
+    if isinstance(default, bool):
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"config: {var}={raw!r} is not a boolean (use 1/0, true/false)")
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"config: {var}={raw!r} is not a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"config: {var}={raw!r} is not a number") from None
+    if isinstance(default, Path):
+        if not raw.strip():
+            raise ConfigError(f"config: {var} is empty; give a path")
+        return Path(raw).expanduser()
+    if isinstance(default, Mapping):
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config: {var} is not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise ConfigError(f"config: {var} must be a JSON object of strings, "
+                              'e.g. {"BRICK": "smollm2"}')
+        return value
+    return raw
+
+
+def _check(s: Settings) -> None:
+    """Validate values whose type alone does not make them usable."""
+    positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
+                "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
+                "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S")
+    for name in positive:
+        if getattr(s, name) <= 0:
+            raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")
+    for name in ("LLM_N_THREADS", "CYCLE_RETRIES"):
+        if getattr(s, name) < 0:
+            raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must not be negative")
+    if not 0.0 <= s.LLM_TEMPERATURE <= 2.0:
+        raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
+                          "must be between 0 and 2")
+    check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT")
+    unknown = sorted(set(s.PERSONA_MODELS) - set(PERSONAS))
+    if unknown:
+        raise ConfigError(f"config: {ENV_PREFIX}PERSONA_MODELS names unknown personas {unknown}; "
+                          f"the personas are {', '.join(PERSONAS)}")
+    for persona, source in s.PERSONA_MODELS.items():
+        if not source.strip():
+            raise ConfigError(f"config: {ENV_PREFIX}PERSONA_MODELS gives {persona} an empty source")
+    if s.DEFAULT_PERSONA_MODEL not in PERSONAS:
+        raise ConfigError(f"config: {ENV_PREFIX}DEFAULT_PERSONA_MODEL={s.DEFAULT_PERSONA_MODEL!r} "
+                          f"is not one of {', '.join(PERSONAS)}")
+
+
+def check_endpoint(endpoint: str, var: str) -> None:
+    """Accept tcp://<loopback>:<port> or ipc://<path>; BAT OS never listens beyond this machine."""
+    if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
+        return
+    m = re.match(r"^tcp://(\[[^\]]+\]|[^:/\[\]]+):(\d+)$", endpoint)
+    if not m:
+        raise ConfigError(f"config: {var}={endpoint!r} is not tcp://HOST:PORT or ipc://PATH")
+    host, port = m.group(1).strip("[]"), int(m.group(2))
+    if not 0 < port < 65536:
+        raise ConfigError(f"config: {var}={endpoint!r} has a port outside 1..65535")
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"config: {var}={endpoint!r} is not a loopback address; "
+                          "BAT OS only listens on 127.0.0.0/8, [::1] or localhost")
+
+
+def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from defaults, the environment, then ``overrides``."""
+    env = os.environ if environ is None else environ
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw = env.get(ENV_PREFIX + f.name)
+        if raw is not None:
+            values[f.name] = _parse(f.name, raw, getattr(defaults, f.name))
+    for name, value in overrides.items():
+        if name not in Settings.__dataclass_fields__:
+            raise ConfigError(f"config: unknown setting {name!r}")
+        if value is not None:
+            values[name] = value
+    settings = Settings(**values)
+    merged = {p: "embedded" for p in PERSONAS}
+    merged.update(settings.PERSONA_MODELS)
+    settings = dataclasses.replace(settings, HOME=settings.HOME.expanduser().resolve(),
+                                   PERSONA_MODELS=merged)
+    _check(settings)
+    return settings
+
+
+_current: Settings | None = None
+
+
+def current() -> Settings:
+    """The settings of this process, loaded from the environment once."""
+    global _current
+    if _current is None:
+        _current = load()
+    return _current
+
+
+def __getattr__(name: str) -> Any:
+    if name in Settings.__dataclass_fields__:
+        return getattr(current(), name)
+    raise AttributeError(f"module 'config' has no attribute {name!r}")

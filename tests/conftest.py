@@ -1,0 +1,125 @@
+"""Real parts for the tests: kernel processes on free loopback ports and temporary
+BATOS_HOMEs, DEALER connections whose every wait has a timeout."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from client.connection import Connection, KernelUnavailable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+class KernelProcess:
+    """A real ``python -m batos`` on its own home and port."""
+
+    def __init__(self, home: Path, env: dict | None = None):
+        self.home = home
+        self.endpoint = free_endpoint()
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.log_path = home / "kernel.log"
+
+    @property
+    def env(self) -> dict:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
+        env.update(BATOS_HOME=str(self.home), BATOS_ZMQ_ENDPOINT=self.endpoint,
+                   PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
+        return env
+
+    def start(self, wait_s: float = 30.0) -> "KernelProcess":
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "batos"], cwd=ROOT, env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        self.wait_ready(wait_s)
+        return self
+
+    def wait_ready(self, wait_s: float) -> dict:
+        deadline = time.monotonic() + wait_s
+        with Connection(self.endpoint, timeout_s=0.5) as conn:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"kernel exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    return conn.call("ping")
+                except KernelUnavailable:
+                    conn.reconnect()
+        raise RuntimeError(f"kernel did not answer ping within {wait_s}s:\n{self.log()}")
+
+    def connect(self, timeout_s: float = 10.0) -> Connection:
+        return Connection(self.endpoint, timeout_s=timeout_s)
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise RuntimeError(f"kernel ignored SIGTERM for {timeout_s}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def events(self) -> list[dict]:
+        path = self.home / "metacognition.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture
+def make_kernel(tmp_path):
+    kernels: list[KernelProcess] = []
+
+    def make(env: dict | None = None, home: Path | None = None, start: bool = True) -> KernelProcess:
+        k = KernelProcess(home or tmp_path / f"home{len(kernels)}", env)
+        kernels.append(k)
+        return k.start() if start else k
+
+    yield make
+    for k in kernels:
+        try:
+            k.stop(10)
+        except RuntimeError:
+            pass
+        finally:
+            k.kill()
+
+
+@pytest.fixture
+def kernel(make_kernel) -> KernelProcess:
+    return make_kernel()
+
+
+@pytest.fixture
+def conn(kernel):
+    with kernel.connect() as c:
+        yield c

@@ -1,0 +1,1 @@
+"""The BAT OS watchdog: supervises the kernel (not built yet)."""
