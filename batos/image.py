@@ -21,6 +21,7 @@ import time
 from typing import Any, Callable, Iterator, TypeVar
 
 import transaction
+import zc.lockfile
 import ZODB
 import ZODB.FileStorage
 from BTrees.OOBTree import OOBTree
@@ -74,7 +75,7 @@ class Image:
             db_path.parent.mkdir(parents=True, exist_ok=True)
             blob_dir.mkdir(parents=True, exist_ok=True)
             storage = ZODB.FileStorage.FileStorage(str(db_path), blob_dir=str(blob_dir))
-        except ZODB.POSException.StorageSystemError as exc:
+        except (zc.lockfile.LockError, ZODB.POSException.StorageSystemError) as exc:
             raise ImageError(f"image: cannot open {db_path}: {exc}. Another kernel may be using it; "
                              "stop it or give this one its own BATOS_HOME.") from exc
         except OSError as exc:

@@ -198,39 +198,37 @@ class PrototypalStateMachine:
     def _run(self, cycle: CognitiveCycle, ctx: dict) -> None:
         try:
             ctx.update(self._snapshot(cycle))
-        except BatosError as exc:
-            cycle.reason = exc.message
-            self._enter(cycle, "FAILED", reason=cycle.reason)
-            return
+        except (BatosError, CycleFailure) as exc:
+            return self._fail(cycle, getattr(exc, "message", None) or str(exc))
         state, extra = "IDLE", {}
         for _ in range(MAX_TRANSITIONS):
             self._enter(cycle, state, **extra)
-            extra = {}
-            if state == "FAILED":
-                self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED",
-                           "target": cycle.target_oid, "selector": cycle.selector,
-                           "persona": cycle.persona, "ts": time.time(),
-                           "duration_s": round(time.time() - cycle.started_at, 3),
-                           "reason": cycle.reason, "attempts": cycle.attempts,
-                           "artifact": cycle.artifact})
-                return
             try:
                 if ctx["cancel"].is_set():
                     raise CycleFailure(f"the cycle was stopped (time limit "
                                        f"{self.settings.CYCLE_TIMEOUT_S:g}s or shutdown)")
                 state, extra = PROCESSES[state](self, cycle, ctx)
                 if state == "":
-                    return  # a terminal state was reached and done
+                    return  # COMPLETE is done
+                if state == "FAILED":
+                    return self._fail(cycle, extra.get("reason") or "the cycle was sent to FAILED")
             except (CycleFailure, GenerationError) as exc:
-                cycle.reason = f"{cycle.state}: {exc}"
-                state, extra = "FAILED", {"reason": cycle.reason}
+                return self._fail(cycle, f"{cycle.state}: {exc}")
             except Exception as exc:  # a bug must not crash the kernel: the cycle fails
                 log.error("psm: %s failed in %s:\n%s", cycle.cycle_id, cycle.state,
                           traceback.format_exc())
-                cycle.reason = f"{cycle.state}: internal error: {type(exc).__name__}: {exc}"
-                state, extra = "FAILED", {"reason": cycle.reason}
-        cycle.reason = f"the cycle exceeded {MAX_TRANSITIONS} transitions"
-        self._enter(cycle, "FAILED", reason=cycle.reason)
+                return self._fail(cycle, f"{cycle.state}: internal error: {type(exc).__name__}: {exc}")
+        self._fail(cycle, f"the cycle exceeded {MAX_TRANSITIONS} transitions")
+
+    def _fail(self, cycle: CognitiveCycle, reason: str) -> None:
+        """Enter FAILED: nothing of the cycle is in the image; the log keeps its story."""
+        cycle.reason = reason
+        self._enter(cycle, "FAILED", reason=reason)
+        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED",
+                   "target": cycle.target_oid, "selector": cycle.selector,
+                   "persona": cycle.persona, "ts": time.time(),
+                   "duration_s": round(time.time() - cycle.started_at, 3),
+                   "reason": reason, "attempts": cycle.attempts, "artifact": cycle.artifact})
 
     def _enter(self, cycle: CognitiveCycle, state: str, **extra: Any) -> None:
         prev = cycle.history[-1] if cycle.history else None
