@@ -88,6 +88,15 @@ class KernelProcess:
         except FileNotFoundError:
             return ""
 
+    def wait_events(self, predicate, timeout_s: float = 10.0) -> list[dict]:
+        """The log's events once ``predicate(events)`` holds (lines are flushed asynchronously)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = self.events()
+            if predicate(events) or time.monotonic() > deadline:
+                return events
+            time.sleep(0.05)
+
     def events(self) -> list[dict]:
         path = self.home / "metacognition.jsonl"
         if not path.exists():
