@@ -47,39 +47,49 @@ class _Call:
 
 
 class DeadlineWatcher:
-    """One thread that interrupts calls past their deadline."""
+    """One thread that interrupts calls past their deadline.
+
+    It wakes every ``TICK_S`` while calls are watched (so deadlines are kept to
+    within a tick) and sleeps when there are none; registering a call is a heap
+    push, with a wake-up only when the watcher is asleep.
+    """
+
+    TICK_S = 0.02
 
     def __init__(self) -> None:
         self._heap: list[tuple[float, int, _Call]] = []   # (deadline, seq, call)
         self._seq = itertools.count()
         self._cond = threading.Condition()
+        self._idle = True
         self._thread = threading.Thread(target=self._run, name="batos-deadlines", daemon=True)
         self._thread.start()
 
     def watch(self, call: _Call, deadline: float) -> None:
         with self._cond:
             heapq.heappush(self._heap, (deadline, next(self._seq), call))
-            if self._heap[0][2] is call:
+            if self._idle:
+                self._idle = False
                 self._cond.notify()
 
     def _run(self) -> None:
         while True:
+            expired = []
             with self._cond:
-                while not self._heap:
+                while self._heap and not self._heap[0][2].running:
+                    heapq.heappop(self._heap)          # finished calls leave lazily
+                if not self._heap:
+                    self._idle = True
                     self._cond.wait()
-                deadline, _, call = self._heap[0]
+                    continue
                 now = time.monotonic()
-                if not call.running:
-                    heapq.heappop(self._heap)
-                    continue
-                if deadline > now:
-                    self._cond.wait(deadline - now)
-                    continue
-                heapq.heappop(self._heap)
-            with call.lock:
-                if call.running:
-                    call.signalled = True
-                    _raise_in(call.thread_id, MethodTimeoutSignal)
+                while self._heap and self._heap[0][0] <= now:
+                    expired.append(heapq.heappop(self._heap)[2])
+            for call in expired:
+                with call.lock:
+                    if call.running:
+                        call.signalled = True
+                        _raise_in(call.thread_id, MethodTimeoutSignal)
+            time.sleep(self.TICK_S)
 
 
 _watcher: DeadlineWatcher | None = None

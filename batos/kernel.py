@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
 from batos.psm import PrototypalStateMachine
 from batos.uvm import Method, NotUnderstood
+from batos.workers import WorkerPool
 
 log = logging.getLogger("batos.kernel")
 Progress = Callable[[dict], None] | None
@@ -43,10 +43,8 @@ class Kernel:
         self.created_oids = self.image.bootstrap(genesis.incarnate)
         self.models = Models(settings)
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe)
-        self.method_pool = concurrent.futures.ThreadPoolExecutor(
-            settings.METHOD_WORKERS, thread_name_prefix="batos-method")
-        self.cycle_pool = concurrent.futures.ThreadPoolExecutor(
-            settings.CYCLE_WORKERS, thread_name_prefix="batos-cycle")
+        self.method_pool: WorkerPool | None = None   # started with the loop
+        self.cycle_pool: WorkerPool | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metalog: MetacognitionLog | None = None
         self.stopping = False
@@ -57,6 +55,8 @@ class Kernel:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.method_pool = WorkerPool(self.loop, self.settings.METHOD_WORKERS, "batos-method")
+        self.cycle_pool = WorkerPool(self.loop, self.settings.CYCLE_WORKERS, "batos-cycle")
         self.metalog = MetacognitionLog(self.settings.log_path)
         self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
                             "image": self.image.path, "created": self.created_oids})
@@ -77,7 +77,7 @@ class Kernel:
     async def in_worker(self, fn: Callable[[], Any], wait_s: float | None = None) -> Any:
         if self.stopping:
             raise Busy("the kernel is shutting down")
-        fut = asyncio.wrap_future(self.method_pool.submit(fn))
+        fut = self.method_pool.submit(fn)
         if wait_s is None:
             return await fut
         try:
@@ -85,6 +85,7 @@ class Kernel:
         except asyncio.TimeoutError:
             log.error("kernel: a method worker did not come back within %.1fs; it is written off",
                       wait_s)
+            self.method_pool.write_off()
             raise Timeout(f"the call did not finish within {wait_s:g}s") from None
 
     # -- services -------------------------------------------------------------------
@@ -124,7 +125,7 @@ class Kernel:
                 self._cancels.discard(cancel)
 
         self._queued_cycles += 1
-        fut = asyncio.wrap_future(self.cycle_pool.submit(work))
+        fut = self.cycle_pool.submit(work)
         fut.cycle_id = cycle_id  # type: ignore[attr-defined]
 
         def done(_f: asyncio.Future) -> None:
@@ -219,8 +220,8 @@ class Kernel:
         pending = [f for f in self._cycles.values() if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=deadline)
-        self.method_pool.shutdown(wait=False, cancel_futures=True)
-        self.cycle_pool.shutdown(wait=False, cancel_futures=True)
+        self.method_pool.shutdown(self.settings.METHOD_WORKERS)
+        self.cycle_pool.shutdown(self.settings.CYCLE_WORKERS)
         if self.metalog is not None:
             self.metalog.write({"event": "kernel_stop", "pid": os.getpid()})
             await self.metalog.close()

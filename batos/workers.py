@@ -1,0 +1,82 @@
+"""Worker threads for work that must not run on the event loop.
+
+A lean pool: a job is a plain function; its result comes back to the loop
+through ``call_soon_threadsafe`` (about half the hop time of a
+ThreadPoolExecutor with ``wrap_future`` here).  Each thread keeps its own ZODB
+session (``Image.session`` is thread-local).  A job that never comes back can
+be written off: a replacement thread starts, and the stuck one leaves the pool
+if it ever returns.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger("batos.workers")
+_STOP = object()
+
+
+class WorkerPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int, name: str):
+        self.loop = loop
+        self.name = name
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()   # (future, fn) or _STOP
+        self._lock = threading.Lock()
+        self._excess = 0          # threads to retire: one per written-off job
+        self._count = 0
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        with self._lock:
+            self._count += 1
+            n = self._count
+        threading.Thread(target=self._work, name=f"{self.name}-{n}", daemon=True).start()
+
+    def submit(self, fn: Callable[[], Any]) -> asyncio.Future:
+        fut = self.loop.create_future()
+        self._queue.put((fut, fn))
+        return fut
+
+    def write_off(self) -> None:
+        """A job will not come back in time: keep the pool's strength with a new thread."""
+        with self._lock:
+            self._excess += 1
+        self._spawn()
+
+    def shutdown(self, n_threads: int) -> None:
+        for _ in range(n_threads + self._excess):
+            self._queue.put(_STOP)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            fut, fn = item
+            try:
+                result = fn()
+            except BaseException as exc:
+                self._resolve(fut, None, exc)
+            else:
+                self._resolve(fut, result, None)
+            with self._lock:
+                if self._excess > 0:
+                    self._excess -= 1
+                    return
+
+    def _resolve(self, fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            if fut.done():      # the waiter gave up (timeout or shutdown)
+                return
+            if exc is None:
+                fut.set_result(result)
+            else:
+                fut.set_exception(exc)
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:    # the loop is closed: nobody is waiting any more
+            pass
