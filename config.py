@@ -72,6 +72,7 @@ class Settings:
     MAX_SOURCE_BYTES: int = 20_000
     # shutdown ladder (the kernel's side)
     SHUTDOWN_TIMEOUT_S: float = 10.0
+    LOG_LEVEL: str = "INFO"
 
     def path(self, value: Path) -> Path:
         """Resolve a configured path against HOME."""
@@ -155,6 +156,9 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
                           "must be between 0 and 2")
     check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT")
+    if s.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"config: {ENV_PREFIX}LOG_LEVEL={s.LOG_LEVEL!r} is not one of "
+                          "DEBUG, INFO, WARNING, ERROR, CRITICAL")
     unknown = sorted(set(s.PERSONA_MODELS) - set(PERSONAS))
     if unknown:
         raise ConfigError(f"config: {ENV_PREFIX}PERSONA_MODELS names unknown personas {unknown}; "

@@ -11,11 +11,11 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any, Callable
 
 import config
@@ -235,21 +235,20 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m batos", description="The BAT OS kernel.")
     p.add_argument("--home", help="BATOS_HOME: where the image, blobs and log live")
     p.add_argument("--endpoint", help="ZMQ_ENDPOINT to bind, e.g. tcp://127.0.0.1:5555")
-    p.add_argument("--log-level", default=os.environ.get("BATOS_LOG_LEVEL", "INFO"))
+    p.add_argument("--log-level", help="LOG_LEVEL: DEBUG, INFO, WARNING or ERROR")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s")
     try:
-        settings = config.load(HOME=_path(args.home), ZMQ_ENDPOINT=args.endpoint)
-        if args.endpoint:
-            config.check_endpoint(args.endpoint, "--endpoint")
+        settings = config.load(HOME=_path(args.home), ZMQ_ENDPOINT=args.endpoint,
+                               LOG_LEVEL=args.log_level)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    logging.basicConfig(level=settings.LOG_LEVEL.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
     from batos.server import serve
     try:
         return asyncio.run(serve(settings))
@@ -258,6 +257,5 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
-def _path(value: str | None):
-    from pathlib import Path
+def _path(value: str | None) -> Path | None:
     return Path(value) if value else None

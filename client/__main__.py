@@ -10,7 +10,7 @@ import json
 import sys
 
 import config
-from client.connection import Connection, KernelError, KernelUnavailable
+from client.connection import Connection, KernelUnavailable
 
 
 def main(argv: list[str] | None = None) -> int:
