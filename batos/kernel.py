@@ -179,7 +179,11 @@ class Kernel:
 
         def body(s: Session) -> None:
             s.get(target_oid)._install(selector, source, origin="architect")
-        await self.in_worker(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
+        try:
+            await self.in_worker(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
+        except Exception as exc:
+            self.metalog.write({**event, "state": "FAILED", "reason": str(exc)})
+            raise
         self.metalog.write({**event, "state": "COMPLETE", "artifact": source})
         return {"state": "COMPLETE", "findings": []}
 

@@ -1,4 +1,5 @@
 """Cognitive cycles with the real embedded models, through a real kernel process."""
+import signal
 import threading
 import time
 
@@ -7,6 +8,7 @@ import zmq
 
 from batos import protocol as p
 from batos.protocol import STATES
+from client.connection import KernelUnavailable
 
 pytestmark = [pytest.mark.model, pytest.mark.process]
 CYCLE_WAIT_S = 600
@@ -124,3 +126,30 @@ def test_failed_cycle_with_a_real_model_leaves_the_image_unchanged(make_kernel):
     ends = lambda ev: [e for e in ev if e.get("event") == "cycle_end" and e["state"] == "FAILED"]  # noqa: E731
     failed = ends(k.wait_events(lambda ev: len(ends(ev)) >= 2))
     assert len(failed) == 2 and all(e["reason"] for e in failed)
+
+
+def test_sigterm_during_a_cycle_stops_cleanly_and_keeps_the_image(make_kernel, tmp_path):
+    k = make_kernel(home=tmp_path / "h")
+    with k.connect() as c:
+        c.call("install_method", target_oid="genesis_obj", selector="shout",
+               source="def shout(self, t):\n    return t.upper()\n")
+        states = []
+        rid = c.send({"command": "send_message", "target_oid": "genesis_obj",
+                      "selector": "count_vowels", "args": ["banana"]})
+        deadline = time.monotonic() + 120
+        while "DECOMPOSING" not in states and time.monotonic() < deadline:
+            try:
+                c.wait(rid, 1, on_progress=lambda e: states.append(e["state"]))
+            except KernelUnavailable:   # no final reply yet: keep collecting progress
+                pass
+        assert "DECOMPOSING" in states
+        k.proc.send_signal(signal.SIGTERM)
+        final = c.wait(rid, 60, on_progress=lambda e: states.append(e["state"]))
+        assert final["ok"] is False and final["error"]["type"] == "Rejected"
+        assert "stopped" in final["error"]["message"]
+    assert k.proc.wait(60) == 0
+    k.start()
+    with k.connect() as c:
+        assert c.call("send_message", target_oid="genesis_obj", selector="shout", args=["ok"]) == {"value": "OK"}
+        methods = [m["selector"] for m in c.call("describe", target_oid="genesis_obj")["methods"]]
+        assert "count_vowels" not in methods
