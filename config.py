@@ -73,6 +73,11 @@ class Settings:
     # shutdown ladder (the kernel's side)
     SHUTDOWN_TIMEOUT_S: float = 10.0
     LOG_LEVEL: str = "INFO"
+    # the Fractal Memory
+    MEMORY_ENABLED: bool = True     # off: no embedder is loaded; the cycle uses no catalog
+    MEMORY_CHUNK_WORDS: int = 120
+    MEMORY_SEARCH_K: int = 4        # chunks of context a cycle retrieves per query
+    MEMORY_IVF_THRESHOLD: int = 20_000   # exact vector search below, IVF cells above
 
     def path(self, value: Path) -> Path:
         """Resolve a configured path against HOME."""
@@ -107,7 +112,7 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _parse(name: str, raw: str, default: Any) -> Any:
     var = ENV_PREFIX + name
-    if isinstance(default, bool):
+    if isinstance(default, bool):  # before int: bool is an int
         low = raw.strip().lower()
         if low in ("1", "true", "yes", "on"):
             return True
@@ -145,7 +150,8 @@ def _check(s: Settings) -> None:
     """Validate values whose type alone does not make them usable."""
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
-                "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S")
+                "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
+                "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")

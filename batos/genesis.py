@@ -12,47 +12,45 @@ from typing import Any
 
 from persistent.list import PersistentList
 
+from batos import codex
+from batos.memory import KnowledgeCatalog
 from batos.uvm import UvmObject
 
+# {persona -> (oid, role)}; each persona's system prompt comes from the Persona Codex
 PERSONA_PROTOTYPES = {
-    "ALFRED": ("alfred_prototype_obj", "System Steward",
-               "You are ALFRED, the System Steward of BAT OS: precise, economical and careful "
-               "with the system's integrity. You write small, correct, readable Python."),
-    "BRICK": ("brick_prototype_obj", "Deconstruction Engine",
-              "You are BRICK, the Deconstruction Engine of BAT OS: you break a mission into "
-              "the few concrete steps and facts needed to do it, and nothing more."),
-    "ROBIN": ("robin_prototype_obj", "Embodied Heart",
-              "You are ROBIN, the Embodied Heart of BAT OS: warm and clear, you write code "
-              "whose behaviour a person would find kind and unsurprising."),
-    "BABS": ("babs_prototype_obj", "Knowledge Weaver",
-             "You are BABS, the Knowledge Weaver of BAT OS: you gather and connect what is "
-             "known so the others can act on it."),
+    "ALFRED": ("alfred_prototype_obj", "System Steward"),
+    "BRICK": ("brick_prototype_obj", "Deconstruction Engine"),
+    "ROBIN": ("robin_prototype_obj", "Embodied Heart"),
+    "BABS": ("babs_prototype_obj", "Knowledge Weaver"),
 }
 
+# Prompts put what never changes first, so llama.cpp can reuse the cached prefix.
 DECOMPOSING_INSTRUCTIONS = """\
-Mission: the object '{target}' was sent the message {example_call}, but it has no method '{selector}'. A new method must be written.
-{intent_line}Existing methods of '{target}': {methods}
-Data slots of '{target}': {slots}
+Give 1 to 3 short search queries (a few words each) for facts that would help write the method below. Answer in JSON.
 
-Give a short research plan for writing this method: 1 to 3 plan steps, and 1 to 3 short search queries for facts that would help. Answer in JSON."""
+Object: {target}
+Missing method: {example_call}
+{intent_line}Existing methods: {methods}"""
 
 SYNTHESIZING_INSTRUCTIONS = """\
-Write the Python method '{selector}' for the BAT OS object '{target}'.
-Call to support: {example_call}
-{intent_line}Plan:
-{plan}
-Context:
+Rules for every BAT OS method:
+- Write exactly one Python function whose first parameter is self (the persistent object), with a one-line docstring.
+- Use plain Python. Import only from: {allowed}.
+- Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
+- If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), the statement self._p_changed = True must come right before each return, and at the end.
+- Return the result; do not print it.
+- Answer with only the code in one ```python block.
+
+Relevant knowledge:
 {context}
 
-Rules:
-- Write exactly one function: def {selector}(self, ...): with a one-line docstring. `self` is the object.
-- Accept the arguments of the call above: {params_hint}.
-- Use only plain Python. Imports are allowed only from: {allowed}.
-- Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
-- Read and write the object's data as self.<name>. If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), then the statement `self._p_changed = True` must come right before each return, and at the end.
-- Return the result; do not print it.
+Similar methods already installed:
+{skills}
 
-Answer with only the code in one ```python block."""
+Task: write the method {selector} for the object {target}.
+Call to support: {example_call} ({params_hint})
+{intent_line}Data slots: {slots}
+Existing methods: {methods}"""
 
 STATES = (
     # (state, successor, persona, instructions, max_tokens setting or None)
@@ -91,10 +89,11 @@ def incarnate(root: Any) -> list[str]:
                   UvmObject("genesis", parents=(root_obj,),
                             doc="The first object the Architect talks to."), created)
 
-    for persona, (oid, role, prompt) in PERSONA_PROTOTYPES.items():
+    for persona, (oid, role) in PERSONA_PROTOTYPES.items():
         if oid not in objects:
             _register(objects, oid, UvmObject(persona.lower(), parents=(root_obj,), persona=persona,
-                                              role=role, system_prompt=prompt), created)
+                                              role=role, system_prompt=codex.system_prompt(persona)),
+                      created)
 
     state_proto = objects.get("psm_state_prototype_obj") or _register(
         objects, "psm_state_prototype_obj",
@@ -112,4 +111,7 @@ def incarnate(root: Any) -> list[str]:
                   UvmObject("psm", parents=(root_obj,),
                             states=PersistentList(objects[state_oid(s[0])] for s in STATES)),
                   created)
+    if "memory" not in root:
+        root["memory"] = KnowledgeCatalog()
+        created.append("memory")
     return created

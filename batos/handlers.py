@@ -32,6 +32,14 @@ async def handle_list_objects(kernel: Kernel, req: p.ListObjects, progress: Prog
     return await kernel.list_objects()
 
 
+async def handle_ingest_knowledge(kernel: Kernel, req: p.IngestKnowledge, progress: Progress) -> dict:
+    return await kernel.ingest_knowledge(req.text, req.source, req.kind, req.replace)
+
+
+async def handle_search_knowledge(kernel: Kernel, req: p.SearchKnowledge, progress: Progress) -> dict:
+    return await kernel.search_knowledge(req.query, req.k, req.kind)
+
+
 async def handle_shutdown(kernel: Kernel, req: p.Shutdown, progress: Progress) -> dict:
     kernel.begin_shutdown()
     return {"stopping": True}
@@ -45,6 +53,8 @@ HANDLERS: dict[str, Handler] = {
     "install_method": handle_install_method,
     "describe": handle_describe,
     "list_objects": handle_list_objects,
+    "ingest_knowledge": handle_ingest_knowledge,
+    "search_knowledge": handle_search_knowledge,
     "shutdown": handle_shutdown,
 }
 assert set(HANDLERS) == set(p.REQUESTS), "every protocol command needs a handler"

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import config
-from batos import __version__, genesis, guardian
-from batos.errors import Busy, Internal, Rejected, Timeout
+from batos import __version__, codex, genesis, guardian
+from batos.errors import BadRequest, Busy, Internal, Rejected, Timeout
 from batos.execution import call_with_deadline
 from batos.image import Image, ImageError, Session
 from batos.llm import Models
+from batos.memory import FractalMemory, MemoryError_
 from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
 from batos.psm import PrototypalStateMachine
@@ -42,9 +43,12 @@ class Kernel:
         self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
         self.created_oids = self.image.bootstrap(genesis.incarnate)
         self.models = Models(settings)
-        self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe)
+        self.memory = FractalMemory(settings) if settings.MEMORY_ENABLED else None
+        self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
+                                          memory=self.memory, learned=self._learn_threadsafe)
         self.method_pool: WorkerPool | None = None   # started with the loop
         self.cycle_pool: WorkerPool | None = None
+        self.memory_pool: WorkerPool | None = None   # background ingestion (codex, skills)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metalog: MetacognitionLog | None = None
         self.stopping = False
@@ -57,9 +61,86 @@ class Kernel:
         self.loop = asyncio.get_running_loop()
         self.method_pool = WorkerPool(self.loop, self.settings.METHOD_WORKERS, "batos-method")
         self.cycle_pool = WorkerPool(self.loop, self.settings.CYCLE_WORKERS, "batos-cycle")
+        self.memory_pool = WorkerPool(self.loop, 1, "batos-memory")
         self.metalog = MetacognitionLog(self.settings.log_path)
         self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
                             "image": self.image.path, "created": self.created_oids})
+        if self.memory is not None:
+            self._background(self._ingest_codex, "codex ingestion")
+
+    # -- the Fractal Memory -------------------------------------------------------------
+    def _background(self, fn: Callable[[], Any], what: str) -> None:
+        """Run ``fn`` on the memory worker (call on the loop); failures are logged."""
+        def done(fut: asyncio.Future) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                exc = fut.exception()
+                log.error("kernel: %s failed: %s: %s", what, type(exc).__name__, exc)
+                self.metalog.write({"event": "memory_error", "what": what, "error": str(exc)})
+        self.memory_pool.submit(fn).add_done_callback(done)
+
+    def _ingest_codex(self) -> None:
+        """Ingest the Persona Codex once per codex version (in the background)."""
+        with self.image.reading() as s:
+            if s.root["batos"].get("codex") == codex.version():
+                return
+        t0 = time.monotonic()
+        prepared = [(f"codex:{title}", self.memory.prepare(f"{title}\n\n{body}"))
+                    for title, body in codex.sections()]
+
+        def body(s: Session) -> int:
+            n = 0
+            for source, (chunks, vectors) in prepared:
+                n += len(self.memory.ingest(s.root, chunks, vectors, source, kind="codex", replace=True))
+            s.root["batos"]["codex"] = codex.version()
+            return n
+        n = self.image.transact(body, note="ingest the Persona Codex")
+        self._emit_threadsafe({"event": "codex_ingested", "version": codex.version(), "chunks": n,
+                               "seconds": round(time.monotonic() - t0, 3)})
+
+    def _learn_threadsafe(self, target_oid: str, selector: str, source: str, doc: str) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._learn, target_oid, selector, source, doc)
+
+    def _learn(self, target_oid: str, selector: str, source: str, doc: str) -> None:
+        """The skill library: an installed method is ingested into the memory."""
+        if self.memory is None or self.stopping:
+            return
+        text = f"Method {selector} of {target_oid}: {doc}\n```python\n{source.strip()}\n```"
+
+        def job() -> None:
+            vectors = self.memory.embedder.encode([text])
+            self.image.transact(lambda s: self.memory.ingest(
+                s.root, [text], vectors, f"method:{target_oid}.{selector}", kind="method",
+                replace=True), note=f"learn {target_oid}.{selector}")
+        self._background(job, f"learning {target_oid}.{selector}")
+
+    def _require_memory(self) -> FractalMemory:
+        if self.memory is None:
+            raise BadRequest("the Fractal Memory is disabled (BATOS_MEMORY_ENABLED=0)")
+        return self.memory
+
+    async def ingest_knowledge(self, text: str, source: str, kind: str, replace: bool) -> dict:
+        memory = self._require_memory()
+
+        def work() -> list[int]:
+            try:
+                chunks, vectors = memory.prepare(text)
+            except MemoryError_ as exc:
+                raise BadRequest(str(exc)) from None
+            return self.image.transact(lambda s: memory.ingest(s.root, chunks, vectors, source, kind, replace),
+                                       note=f"ingest {source}")
+        ids = await self.in_worker(work)
+        self.metalog.write({"event": "ingest", "source": source, "kind": kind, "chunks": len(ids)})
+        return {"source": source, "chunks": len(ids), "ids": ids}
+
+    async def search_knowledge(self, query: str, k: int, kind: str | None) -> dict:
+        memory = self._require_memory()
+
+        def work() -> dict:
+            t0 = time.perf_counter()
+            results = self._read(lambda s: memory.search(s.root, query, k, kind))
+            return {"results": results, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
+        return await self.in_worker(work)
 
     # -- events ---------------------------------------------------------------------
     def _emit_threadsafe(self, event: dict) -> None:
@@ -185,6 +266,7 @@ class Kernel:
             self.metalog.write({**event, "state": "FAILED", "reason": str(exc)})
             raise
         self.metalog.write({**event, "state": "COMPLETE", "artifact": source})
+        self._learn(target_oid, selector, source, report.doc)
         return {"state": "COMPLETE", "findings": []}
 
     async def describe(self, target_oid: str) -> dict:
@@ -226,6 +308,7 @@ class Kernel:
             await asyncio.wait(pending, timeout=deadline)
         self.method_pool.shutdown(self.settings.METHOD_WORKERS)
         self.cycle_pool.shutdown(self.settings.CYCLE_WORKERS)
+        self.memory_pool.shutdown(1)
         if self.metalog is not None:
             self.metalog.write({"event": "kernel_stop", "pid": os.getpid()})
             await self.metalog.close()

@@ -100,6 +100,23 @@ class ListObjects(Request):
     command: Literal["list_objects"] = "list_objects"
 
 
+class IngestKnowledge(Request):
+    """Extension: chunk, embed and index text into the Fractal Memory."""
+    command: Literal["ingest_knowledge"] = "ingest_knowledge"
+    text: Annotated[StrictStr, Field(min_length=1, max_length=1_000_000)]
+    source: Annotated[StrictStr, Field(min_length=1, max_length=300)]
+    kind: Annotated[StrictStr, Field(min_length=1, max_length=40)] = "text"
+    replace: StrictBool = False
+
+
+class SearchKnowledge(Request):
+    """Extension: hybrid (vector + BM25) search of the Fractal Memory."""
+    command: Literal["search_knowledge"] = "search_knowledge"
+    query: Annotated[StrictStr, Field(min_length=1, max_length=2000)]
+    k: Annotated[StrictInt, Field(ge=1, le=50)] = 5
+    kind: Optional[Annotated[StrictStr, Field(max_length=40)]] = None
+
+
 class Shutdown(Request):
     """Extension: ask the kernel to stop gracefully (the watchdog's first rung)."""
     command: Literal["shutdown"] = "shutdown"
@@ -108,7 +125,7 @@ class Shutdown(Request):
 REQUESTS: dict[str, type[Request]] = {
     m.model_fields["command"].default: m
     for m in (Ping, InitiateCognitiveCycle, SendMessage, InstallMethod, Describe, ListObjects,
-              Shutdown)
+              IngestKnowledge, SearchKnowledge, Shutdown)
 }
 
 

@@ -59,20 +59,20 @@ class InstallError(CycleFailure):
 
 
 class ResearchPlan(BaseModel):
-    plan: list[str] = Field(min_length=1, max_length=3)
+    """BRICK's plan: the search queries that DELEGATING runs against the memory."""
     queries: list[str] = Field(min_length=1, max_length=3)
 
 
 PLAN_SCHEMA = {
     "type": "object",
     "properties": {
-        "plan": {"type": "array", "items": {"type": "string", "maxLength": 120},
-                 "minItems": 1, "maxItems": 3},
-        "queries": {"type": "array", "items": {"type": "string", "maxLength": 60},
+        "queries": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 48},
                     "minItems": 1, "maxItems": 3},
     },
-    "required": ["plan", "queries"],
+    "required": ["queries"],
 }
+CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
+SKILLS_SHOWN = 2         # similar installed methods shown as examples
 
 
 @dataclasses.dataclass
@@ -98,9 +98,9 @@ class CognitiveCycle:
     started_at: float = dataclasses.field(default_factory=time.time)
     history: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # [(state, ts)]
     exchanges: list[Exchange] = dataclasses.field(default_factory=list)
-    plan: list[str] = dataclasses.field(default_factory=list)
     queries: list[str] = dataclasses.field(default_factory=list)
     context: str = ""
+    skills: list[str] = dataclasses.field(default_factory=list)   # sources of similar methods
     answer: str = ""                      # the last raw answer of SYNTHESIZING
     artifact: Optional[str] = None        # the method's source
     findings: list[str] = dataclasses.field(default_factory=list)
@@ -174,11 +174,14 @@ def extract_method(text: str, selector: str) -> str:
 
 class PrototypalStateMachine:
     def __init__(self, image: Any, models: Any, settings: Any,
-                 emit: Callable[[dict], None] = lambda event: None):
+                 emit: Callable[[dict], None] = lambda event: None, memory: Any = None,
+                 learned: Callable[[str, str, str, str], None] | None = None):
         self.image = image
         self.models = models
         self.settings = settings
         self.emit = emit
+        self.memory = memory        # the FractalMemory, or None when it is disabled
+        self.learned = learned      # told of every installed method (the skill library)
 
     # -- the run loop ---------------------------------------------------------------
     def run(self, cycle_id: str, target_oid: str, brief: dict,
@@ -271,7 +274,7 @@ class PrototypalStateMachine:
                                  ("next", "persona", "instructions", "max_tokens",
                                   "max_tokens_setting")}
             prompts = {p: str(objects[oid]._slots.get("system_prompt", ""))
-                       for p, (oid, _, _) in PERSONA_PROTOTYPES.items() if oid in objects}
+                       for p, (oid, _) in PERSONA_PROTOTYPES.items() if oid in objects}
         cycle.persona = persona
         return {"methods": methods, "slots": slots, "states": states, "prompts": prompts}
 
@@ -309,8 +312,8 @@ class PrototypalStateMachine:
                 "intent_line": f"The Architect's words: {intent}\n" if intent else "",
                 "methods": methods, "slots": slots, "params_hint": hint,
                 "allowed": ", ".join(sorted(guardian.ALLOWED_MODULES)),
-                "plan": "\n".join(f"- {p}" for p in cycle.plan) or "- (none)",
-                "context": cycle.context or "(none)"}
+                "context": cycle.context or "(none)",
+                "skills": "\n\n".join(cycle.skills) or "(none)"}
 
     def _system(self, ctx: dict, persona: str) -> dict:
         return {"role": "system", "content": ctx["prompts"].get(persona) or
@@ -332,31 +335,62 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
     extra: dict[str, Any] = {}
     try:
         plan = ResearchPlan.model_validate(json.loads(gen.text))
-        cycle.plan = [p.strip() for p in plan.plan if p.strip()]
-        cycle.queries = [q.strip() for q in plan.queries if q.strip()]
+        cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
     except (json.JSONDecodeError, ValidationError) as exc:
-        # the plan only guides the method; a cycle without one goes on, and says so
-        extra["plan_error"] = f"BRICK's plan was not usable JSON ({type(exc).__name__})"
-    extra.update(_exchange_fields(cycle), plan=cycle.plan, queries=cycle.queries)
+        # the queries only guide retrieval; without them DELEGATING searches for the mission
+        extra["plan_error"] = f"BRICK's queries were not usable JSON ({type(exc).__name__})"
+    extra.update(_exchange_fields(cycle), queries=cycle.queries)
     return psm._next(ctx, "DECOMPOSING"), extra
 
 
+def _mission_text(cycle: CognitiveCycle) -> str:
+    m = cycle.mission
+    return " ".join(x for x in (cycle.selector.replace("_", " "), m.get("intent") or "") if x)
+
+
 def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
-    """Gather context: the mission, and the target's methods that look most related."""
-    words = set(re.findall(r"[a-z]+", " ".join(
-        [cycle.selector.replace("_", " "), *cycle.queries, cycle.mission.get("intent") or ""]).lower()))
+    """Run BRICK's queries against the Fractal Memory; collect deduplicated context and
+    the most similar installed methods.  Without a memory, the target's related methods."""
+    if psm.memory is None:
+        return _delegating_without_memory(psm, cycle, ctx)
+    k = psm.settings.MEMORY_SEARCH_K
+    queries = cycle.queries or [_mission_text(cycle)]
+    seen: set[int] = set()
+    parts: list[str] = []
+    sizes: list[int] = []
+    sources: list[str] = []
+    with psm.image.reading() as s:
+        for query in queries:
+            hits = [h for h in psm.memory.search(s.root, query, k) if h["kind"] != "method"]
+            sizes.append(len(hits))
+            for h in hits:
+                if h["id"] in seen:
+                    continue
+                seen.add(h["id"])
+                if sum(len(p) for p in parts) + len(h["text"]) > CONTEXT_CHARS:
+                    continue
+                parts.append(h["text"])
+                sources.append(h["source"])
+        skills = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN, kind="method")
+    cycle.context = "\n\n".join(parts)
+    cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
+    return psm._next(ctx, "DELEGATING"), {
+        "queries": queries, "retrieved": sizes, "context_items": len(parts),
+        "context_chars": len(cycle.context), "sources": sources,
+        "skills": [h["source"] for h in skills]}
+
+
+def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
+    words = set(re.findall(r"[a-z]+", " ".join([_mission_text(cycle), *cycle.queries]).lower()))
     scored = []
     for m in ctx["methods"]:
         text = f"{m['selector'].replace('_', ' ')} {m['doc']}".lower()
         scored.append((len(words & set(re.findall(r"[a-z]+", text))), m))
     scored.sort(key=lambda x: -x[0])
-    parts = [f"Mission brief: {json.dumps({k: v for k, v in cycle.mission.items() if v})}"]
-    for score, m in scored[:2]:
-        if score > 0:
-            parts.append(f"An existing method of {m['owner']}:\n{m['source'].strip()}")
-    cycle.context = "\n\n".join(parts)
-    return psm._next(ctx, "DELEGATING"), {"context_chars": len(cycle.context),
-                                          "context_items": len(parts)}
+    cycle.skills = [m["source"].strip() for score, m in scored[:SKILLS_SHOWN] if score > 0]
+    cycle.context = ""
+    return psm._next(ctx, "DELEGATING"), {"queries": cycle.queries, "retrieved": [],
+                                          "context_chars": 0, "skills": len(cycle.skills)}
 
 
 def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
@@ -417,6 +451,9 @@ def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
         psm.image.transact(install, note=f"cycle {cycle.cycle_id}: install {cycle.selector}")
     except BatosError as exc:
         raise InstallError(exc.message) from exc
+    if psm.learned is not None:
+        doc = guardian.audit(cycle.artifact, cycle.selector).doc
+        psm.learned(cycle.target_oid, cycle.selector, cycle.artifact, doc)
     psm.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "COMPLETE",
               "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
               "ts": time.time(), "duration_s": round(time.time() - cycle.started_at, 3),

@@ -37,8 +37,10 @@ class KernelProcess:
     @property
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
+        # the Fractal Memory loads sentence-transformers (seconds of CPU): tests that
+        # exercise it turn it on; the rest run the kernel without it
         env.update(BATOS_HOME=str(self.home), BATOS_ZMQ_ENDPOINT=self.endpoint,
-                   PYTHONUNBUFFERED="1")
+                   BATOS_MEMORY_ENABLED="0", PYTHONUNBUFFERED="1")
         env.update(self.extra_env)
         return env
 

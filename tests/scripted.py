@@ -9,7 +9,7 @@ from batos.llm import Generation
 
 class ScriptedModel:
     def __init__(self, plan: dict | str | None = None, methods: list[str] | None = None):
-        self.plan = plan if plan is not None else {"plan": ["write it"], "queries": ["how"]}
+        self.plan = plan if plan is not None else {"queries": ["how"]}
         self.methods = list(methods or [])
         self.calls: list[dict] = []   # [{persona, messages, max_tokens, grammar}]
 

@@ -1,0 +1,146 @@
+"""The Fractal Memory with the real embedded sentence model, in-process and over the wire."""
+import numpy as np
+import pytest
+import ZODB
+
+import config
+from batos import codex, genesis
+from batos.image import Image
+from batos.memory import FractalMemory, KnowledgeCatalog, VectorIndex, chunk_text
+from batos.psm import PrototypalStateMachine
+from tests.scripted import ScriptedModel
+
+pytestmark = pytest.mark.model
+
+DOCS = {
+    "python-strings": "Python strings have an upper() method that returns a copy in capital letters. "
+                      "The lower() method does the opposite.",
+    "zodb": "ZODB keeps persistent objects in a FileStorage. Large binary data such as model files "
+            "are stored as blobs in a separate blob directory.",
+    "bats": "Bats are the only mammals capable of sustained flight. Many navigate by echolocation.",
+    "vowels": "The vowels of English are a, e, i, o and u. Counting them means testing each letter.",
+}
+
+
+@pytest.fixture(scope="module")
+def memory():
+    return FractalMemory(config.load({}))
+
+
+@pytest.fixture
+def root(memory):
+    db = ZODB.DB(None)
+    conn = db.open()
+    r = conn.root()
+    r["memory"] = KnowledgeCatalog()
+    for source, text in DOCS.items():
+        chunks, vectors = memory.prepare(text)
+        memory.ingest(r, chunks, vectors, source)
+    yield r
+    conn.transaction_manager.abort()
+    conn.close()
+    db.close()
+
+
+@pytest.mark.parametrize("query, source", [
+    ("how do I make text uppercase", "python-strings"),
+    ("where are big binary files kept", "zodb"),
+    ("flying mammals", "bats"),
+    ("count a e i o u in a word", "vowels"),
+])
+def test_ingest_then_search_finds_the_right_chunk(memory, root, query, source):
+    results = memory.search(root, query, 2)
+    assert results[0]["source"] == source, results
+
+
+def test_reingesting_the_same_text_adds_nothing_and_replace_swaps(memory, root):
+    catalog = root["memory"]
+    n = len(catalog)
+    chunks, vectors = memory.prepare(DOCS["bats"])
+    memory.ingest(root, chunks, vectors, "bats")
+    assert len(catalog) == n
+    chunks, vectors = memory.prepare("Bats roost in caves during the day.")
+    memory.ingest(root, chunks, vectors, "bats", replace=True)
+    assert len(catalog) == n
+    hit = memory.search(root, "where do bats sleep in daytime", 1)[0]
+    assert hit["text"] == "Bats roost in caves during the day."
+    assert not [h for h in memory.search(root, "echolocation", 5) if "echolocation" in h["text"]]
+
+
+def test_kind_filter_returns_only_that_kind(memory, root):
+    chunks, vectors = memory.prepare("def shout(self, t):\n    return t.upper()")
+    memory.ingest(root, chunks, vectors, "method:genesis_obj.shout", kind="method")
+    hits = memory.search(root, "upper case text", 3, kind="method")
+    assert hits and all(h["kind"] == "method" for h in hits)
+
+
+def test_chunking_keeps_code_whole_and_bounds_paragraphs():
+    text = ("One sentence here. " * 80) + "\n\n```python\ndef f(self):\n\n    return 1\n```\n\nTail."
+    chunks = chunk_text(text, max_words=50)
+    assert all(len(c.split()) <= 50 for c in chunks if not c.startswith("```"))
+    assert "```python\ndef f(self):\n\n    return 1\n```" in chunks
+    assert chunks[-1] == "Tail."
+
+
+def test_ivf_index_finds_near_neighbours_at_scale():
+    rng = np.random.default_rng(0)
+    n, dim = 30_000, 64
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    catalog = KnowledgeCatalog()
+    catalog.add([f"doc {i}" for i in range(n)], vecs, "synthetic")
+    index = VectorIndex(ivf_threshold=10_000)
+    index.sync(catalog)
+    assert index.centroids is not None          # the IVF path, not the exact one
+    found = 0
+    for i in range(100):
+        q = vecs[i] + 0.1 * rng.standard_normal(dim).astype(np.float32)
+        q /= np.linalg.norm(q)
+        found += index.search(q, 5)[0][0] == i + 1
+    assert found >= 90
+    more = rng.standard_normal((10, dim)).astype(np.float32)
+    more /= np.linalg.norm(more, axis=1, keepdims=True)
+    ids = catalog.add([f"new {i}" for i in range(10)], more, "later")
+    index.sync(catalog)
+    assert index.search(more[3], 1)[0][0] == ids[3]
+
+
+def test_fresh_image_gets_the_codex_and_its_prompts(tmp_path, memory):
+    image = Image.open(config.load({"BATOS_HOME": str(tmp_path)}))
+    try:
+        image.bootstrap(genesis.incarnate)
+        with image.reading() as s:
+            assert s.get("brick_prototype_obj").system_prompt == codex.system_prompt("BRICK")
+            assert isinstance(s.root["memory"], KnowledgeCatalog)
+    finally:
+        image.close()
+
+
+def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
+    image = Image.open(config.load({"BATOS_HOME": str(tmp_path)}))
+    image.bootstrap(genesis.incarnate)
+    try:
+        chunks, vectors = memory.prepare(DOCS["vowels"])
+        image.transact(lambda s: memory.ingest(s.root, chunks, vectors, "vowels"))
+        skill = "Method shout of genesis_obj: Upper-case.\n```python\ndef shout(self, t):\n    return t.upper()\n```"
+        image.transact(lambda s: memory.ingest(s.root, [skill], memory.embedder.encode([skill]),
+                                               "method:genesis_obj.shout", kind="method"))
+        model = ScriptedModel(plan={"queries": ["english vowels"]},
+                              methods=["```python\ndef count_vowels(self, word):\n"
+                                       "    return sum(c in 'aeiou' for c in word.lower())\n```"])
+        events, learned = [], []
+        psm = PrototypalStateMachine(image, model, config.load({}), emit=events.append, memory=memory,
+                                     learned=lambda *a: learned.append(a))
+        cycle = psm.run("c1", "genesis_obj", {"selector": "count_vowels", "args": ["arg0"],
+                                               "kwargs": {}, "intent": "count the vowels in a word"})
+        assert cycle.state == "COMPLETE", cycle.reason
+        delegated = next(e for e in events if e.get("state") == "SYNTHESIZING")
+        assert delegated["queries"] == ["english vowels"]
+        assert delegated["retrieved"][0] >= 1 and delegated["context_chars"] > 0
+        assert "vowels" in delegated["sources"]
+        assert delegated["skills"] == ["method:genesis_obj.shout"]
+        prompt = model.calls[-1]["messages"][-1]["content"]
+        assert "The vowels of English" in prompt and "def shout" in prompt
+        assert learned and learned[0][:2] == ("genesis_obj", "count_vowels")
+    finally:
+        image.close()
