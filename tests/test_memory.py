@@ -1,4 +1,6 @@
 """The Fractal Memory with the real embedded sentence model, in-process and over the wire."""
+import time
+
 import numpy as np
 import pytest
 import ZODB
@@ -144,3 +146,46 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         assert learned and learned[0][:2] == ("genesis_obj", "count_vowels")
     finally:
         image.close()
+
+
+@pytest.mark.process
+def test_kernel_ingests_the_codex_once_and_serves_knowledge(make_kernel, tmp_path):
+    k = make_kernel(env={"BATOS_MEMORY_ENABLED": "1"}, home=tmp_path / "h")
+    codex_done = lambda ev: [e for e in ev if e["event"] == "codex_ingested"]  # noqa: E731
+    assert codex_done(k.wait_events(lambda ev: codex_done(ev), 120))
+    with k.connect(timeout_s=60) as c:
+        hits = c.call("search_knowledge", query="what must a method that changes its state end with",
+                      k=3)["results"]
+        assert any("_p_changed" in h["text"] for h in hits)
+        assert all(h["source"].startswith("codex:") for h in hits)
+        r = c.call("ingest_knowledge", text=DOCS["bats"] + "\n\n" + DOCS["zodb"], source="notes")
+        assert r["source"] == "notes" and r["chunks"] == 2
+        top = c.call("search_knowledge", query="animals that fly at night", k=1)["results"][0]
+        assert top["source"] == "notes" and "Bats" in top["text"]
+        c.call("install_method", target_oid="genesis_obj", selector="shout",
+               source='def shout(self, t):\n    """Upper-case a text."""\n    return t.upper()\n')
+        learned = k.wait_events(lambda ev: any(e.get("event") == "install" and e.get("state") == "COMPLETE"
+                                               for e in ev))
+        assert learned
+        deadline = time.monotonic() + 60
+        skills = []
+        while not skills and time.monotonic() < deadline:
+            skills = c.call("search_knowledge", query="upper case", k=2, kind="method")["results"]
+        assert skills and skills[0]["source"] == "method:genesis_obj.shout"
+        for bad in ({"command": "ingest_knowledge", "text": "   ", "source": "x"},
+                    {"command": "search_knowledge", "query": "x", "k": 0},
+                    {"command": "ingest_knowledge", "text": "t"}):
+            reply = c.request(bad)
+            assert reply["ok"] is False and reply["error"]["type"] == "BadRequest", reply
+    k.stop()
+    k.start()
+    with k.connect(timeout_s=60) as c:
+        assert c.call("search_knowledge", query="ZODB blobs", k=1)["results"][0]["source"] == "notes"
+    assert len(codex_done(k.wait_events(lambda ev: False, 2))) == 1   # not ingested again
+
+
+@pytest.mark.process
+def test_disabled_memory_says_so(kernel):
+    with kernel.connect() as c:
+        reply = c.request({"command": "search_knowledge", "query": "anything"})
+    assert reply["error"]["type"] == "BadRequest" and "BATOS_MEMORY_ENABLED" in reply["error"]["message"]
