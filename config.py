@@ -44,8 +44,8 @@ class Settings:
     MAX_MESSAGE_BYTES: int = 1 << 20
     MAX_INFLIGHT_REQUESTS: int = 256
     # the personas' models: {persona: source}; "embedded" is the Qwen2.5-Coder
-    # 1.5B GGUF shipped on PyPI, "smollm2" the small SmolLM2-135M GGUF, or a
-    # path to a local .gguf file
+    # 1.5B GGUF shipped on PyPI, "smollm2" the small SmolLM2-135M GGUF; or a
+    # local .gguf file, a local transformers directory, or hf:ORG/NAME[@REV]
     PERSONA_MODELS: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {p: "embedded" for p in PERSONAS})
     DEFAULT_PERSONA_MODEL: str = "ALFRED"
@@ -55,6 +55,7 @@ class Settings:
     UPDATE_INSTRUCTIONS_FILE: Path = Path("update_instructions.json")
     # where the embedded GGUF is assembled from its PyPI parts (shared by all homes)
     MODEL_CACHE_DIR: Path = Path.home() / ".cache" / "batos" / "models"
+    MODEL_MEMORY_BUDGET_MB: float = 6000.0   # resident models fit in this; the LRU one is unloaded
     # llama.cpp
     LLM_N_CTX: int = 4096
     LLM_N_THREADS: int = 0          # 0: one per core
@@ -151,7 +152,7 @@ def _check(s: Settings) -> None:
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
                 "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
-                "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD")
+                "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")

@@ -13,6 +13,7 @@ from typing import Any
 from persistent.list import PersistentList
 
 from batos import codex
+from batos.llm.manager import ModelManager
 from batos.memory import KnowledgeCatalog
 from batos.uvm import UvmObject
 
@@ -34,7 +35,7 @@ Missing method: {example_call}
 
 SYNTHESIZING_INSTRUCTIONS = """\
 Rules for every BAT OS method:
-- Write exactly one Python function whose first parameter is self (the persistent object), with a one-line docstring.
+- Write exactly one Python function (not a class) whose first parameter is self (the persistent object), with a one-line docstring.
 - Use plain Python. Import only from: {allowed}.
 - Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
 - If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), the statement self._p_changed = True must come right before each return, and at the end.
@@ -111,6 +112,9 @@ def incarnate(root: Any) -> list[str]:
                   UvmObject("psm", parents=(root_obj,),
                             states=PersistentList(objects[state_oid(s[0])] for s in STATES)),
                   created)
+    if "models" not in root:
+        root["models"] = ModelManager()
+        created.append("models")
     if "memory" not in root:
         root["memory"] = KnowledgeCatalog()
         created.append("memory")

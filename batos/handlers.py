@@ -40,6 +40,14 @@ async def handle_search_knowledge(kernel: Kernel, req: p.SearchKnowledge, progre
     return await kernel.search_knowledge(req.query, req.k, req.kind)
 
 
+async def handle_ingest_lora(kernel: Kernel, req: p.IngestLora, progress: Progress) -> dict:
+    return await kernel.ingest_lora(req.name, req.persona)
+
+
+async def handle_get_parser_model(kernel: Kernel, req: p.GetParserModel, progress: Progress) -> dict:
+    return await kernel.parser_model()
+
+
 async def handle_shutdown(kernel: Kernel, req: p.Shutdown, progress: Progress) -> dict:
     kernel.begin_shutdown()
     return {"stopping": True}
@@ -55,6 +63,8 @@ HANDLERS: dict[str, Handler] = {
     "list_objects": handle_list_objects,
     "ingest_knowledge": handle_ingest_knowledge,
     "search_knowledge": handle_search_knowledge,
+    "ingest_lora": handle_ingest_lora,
+    "get_parser_model": handle_get_parser_model,
     "shutdown": handle_shutdown,
 }
 assert set(HANDLERS) == set(p.REQUESTS), "every protocol command needs a handler"

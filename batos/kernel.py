@@ -23,7 +23,7 @@ from batos import __version__, codex, genesis, guardian
 from batos.errors import BadRequest, Busy, Internal, Rejected, Timeout
 from batos.execution import call_with_deadline
 from batos.image import Image, ImageError, Session
-from batos.llm import Models
+from batos.llm import GenerationError, Models, ModelUnavailable
 from batos.memory import FractalMemory, MemoryError_
 from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
@@ -42,7 +42,7 @@ class Kernel:
         self.started = time.monotonic()
         self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
         self.created_oids = self.image.bootstrap(genesis.incarnate)
-        self.models = Models(settings)
+        self.models = Models(settings, self.image, emit=self._emit_threadsafe)
         self.memory = FractalMemory(settings) if settings.MEMORY_ENABLED else None
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
                                           memory=self.memory, learned=self._learn_threadsafe)
@@ -132,6 +132,23 @@ class Kernel:
         ids = await self.in_worker(work)
         self.metalog.write({"event": "ingest", "source": source, "kind": kind, "chunks": len(ids)})
         return {"source": source, "chunks": len(ids), "ids": ids}
+
+    async def ingest_lora(self, name: str | None, persona: str | None) -> dict:
+        def work() -> list[dict]:
+            try:
+                return self.models.ingest_loras(name, persona)
+            except ModelUnavailable as exc:
+                raise BadRequest(str(exc)) from None
+        adapters = await self.in_worker(work)
+        return {"adapters": adapters, "persona": persona}
+
+    async def parser_model(self) -> dict:
+        def work() -> dict:
+            try:
+                return self.models.parser_model()
+            except GenerationError as exc:
+                raise Internal(str(exc)) from None
+        return await self.in_worker(work)
 
     async def search_knowledge(self, query: str, k: int, kind: str | None) -> dict:
         memory = self._require_memory()

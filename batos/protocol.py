@@ -117,6 +117,19 @@ class SearchKnowledge(Request):
     kind: Optional[Annotated[StrictStr, Field(max_length=40)]] = None
 
 
+class IngestLora(Request):
+    """Extension: store the LoRA adapters staged in LORA_STAGING_DIR; optionally give one
+    to a persona (``name`` picks the adapter)."""
+    command: Literal["ingest_lora"] = "ingest_lora"
+    name: Optional[Annotated[StrictStr, Field(min_length=1, max_length=200)]] = None
+    persona: Optional[Literal["ALFRED", "BRICK", "ROBIN", "BABS"]] = None
+
+
+class GetParserModel(Request):
+    """Extension: the local path of the client's parser model, as the kernel keeps it."""
+    command: Literal["get_parser_model"] = "get_parser_model"
+
+
 class Shutdown(Request):
     """Extension: ask the kernel to stop gracefully (the watchdog's first rung)."""
     command: Literal["shutdown"] = "shutdown"
@@ -125,7 +138,7 @@ class Shutdown(Request):
 REQUESTS: dict[str, type[Request]] = {
     m.model_fields["command"].default: m
     for m in (Ping, InitiateCognitiveCycle, SendMessage, InstallMethod, Describe, ListObjects,
-              IngestKnowledge, SearchKnowledge, Shutdown)
+              IngestKnowledge, SearchKnowledge, IngestLora, GetParserModel, Shutdown)
 }
 
 

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import re
+import textwrap
 import threading
 import time
 import traceback
@@ -139,7 +140,8 @@ _FENCE = re.compile(r"```[ \t]*(?:python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", r
 
 def extract_method(text: str, selector: str) -> str:
     """The method's source from a model's answer: the code block's imports and
-    the function (renamed to the selector if the model named it otherwise)."""
+    the function (taken out of a class if the model wrote one, and renamed to
+    the selector if the model named it otherwise)."""
     blocks = [b for b in _FENCE.findall(text) if b.strip()] or [text]
     errors = []
     for block in blocks:
@@ -150,6 +152,8 @@ def extract_method(text: str, selector: str) -> str:
             errors.append(f"line {exc.lineno}: {exc.msg}")
             continue
         funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+        for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+            funcs += [n for n in cls.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
         if not funcs:
             errors.append("no function definition")
             continue
@@ -158,8 +162,7 @@ def extract_method(text: str, selector: str) -> str:
         imports = [ast.get_source_segment(block, n) for n in tree.body
                    if isinstance(n, (ast.Import, ast.ImportFrom))]
         start = func.decorator_list[0].lineno if func.decorator_list else func.lineno
-        lines = block.splitlines()[start - 1:func.end_lineno]
-        source = "\n".join(lines)
+        source = textwrap.dedent("\n".join(block.splitlines()[start - 1:func.end_lineno]))
         if func.name != selector:
             source = re.sub(rf"^(\s*)def\s+{re.escape(func.name)}\s*\(",
                             rf"\1def {selector}(", source, count=1, flags=re.M)

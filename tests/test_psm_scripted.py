@@ -125,6 +125,8 @@ def test_model_errors_fail_the_cycle_not_the_kernel(image):
     ("```python\nimport math\n\ndef area(self, r):\n    return math.pi * r * r\n\nprint(area(None, 2))\n```",
      "import math\n\ndef area(self, r):\n    return math.pi * r * r\n"),
     ("def area(self, r):\n    return r\n", "def area(self, r):\n    return r\n"),
+    ("```python\nclass Genesis:\n    def __init__(self):\n        self.x = 1\n\n    def area(self, r):\n"
+     "        return r * r\n```", "def area(self, r):\n    return r * r\n"),
     ("Here:\n```py\ndef compute_area(self, r):\n    return self.compute_area(r - 1) if r else 0\n```\nDone.",
      "def area(self, r):\n    return self.area(r - 1) if r else 0\n"),
 ])
