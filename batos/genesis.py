@@ -40,7 +40,13 @@ Rules for every BAT OS method:
 - Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
 - If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), the statement self._p_changed = True must come right before each return, and at the end.
 - Return the result; do not print it.
-- Answer with only the code in one ```python block.
+- Do not change attributes of self unless the task asks you to keep something on the object.
+- Answer with only the code in one ```python block, like this example:
+```python
+def shout(self, text):
+    \"\"\"Return the text in capitals with an exclamation mark.\"\"\"
+    return text.upper() + "!"
+```
 
 Relevant knowledge:
 {context}
@@ -50,7 +56,7 @@ Similar methods already installed:
 
 Task: write the method {selector} for the object {target}.
 Call to support: {example_call} ({params_hint})
-{intent_line}Data slots: {slots}
+{intent_line}Attributes already on self: {slots}
 Existing methods: {methods}"""
 
 STATES = (

@@ -265,7 +265,7 @@ class PrototypalStateMachine:
                 else self.settings.DEFAULT_PERSONA_MODEL
             methods = [{"selector": sel, "owner": owner._label(), "signature": m.signature,
                         "doc": m.doc, "source": m.source} for sel, owner, m in target._methods()]
-            slots = {k: _preview(v) for k, v in target._slots.items()
+            slots = {k: type(v).__name__ for k, v in target._slots.items()
                      if k not in ("parents",) and not isinstance(v, Method)}
             objects = s.root["objects"]
             states = {}
@@ -302,7 +302,7 @@ class PrototypalStateMachine:
         args = list(m.get("args") or []) + list((m.get("kwargs") or {}).keys())
         example = m.get("example_call") or f"{cycle.selector}({', '.join(args)})"
         methods = ", ".join(x["signature"] for x in ctx["methods"]) or "none"
-        slots = ", ".join(f"{k} = {v}" for k, v in ctx["slots"].items()) or "none"
+        slots = ", ".join(f"{k} ({v})" for k, v in ctx["slots"].items()) or "none"
         params = m.get("args") or []
         kw = list((m.get("kwargs") or {}).keys())
         if params or kw:
@@ -478,8 +478,3 @@ def _exchange_fields(cycle: CognitiveCycle) -> dict:
             "answer_chars": x.answer_chars, "prompt_tokens": x.prompt_tokens,
             "completion_tokens": x.completion_tokens, "llm_s": x.seconds,
             "load_s": x.load_seconds}
-
-
-def _preview(value: Any) -> str:
-    text = f"{type(value).__name__} {value!r}"
-    return text if len(text) <= 80 else text[:77] + "..."

@@ -5,8 +5,14 @@
     send_message        round trip to an installed method (p50/p99), one request at a time
     pipelined           send_message throughput with many requests in flight
     cycle               a cognitive cycle with the embedded model (cold: includes model load)
+    missions            tests/missions.py through real cycles: pass rate and median cycle time
+    memory              Fractal Memory search at 10k and 100k chunks; query embedding time
+    models              model load times (from the image's blobs) and a swap
 
-Options: --no-cycle skips the model; --n N sets the number of sequential sends.
+Options: --quick skips everything that loads a model; --n N sets the number of sequential sends.
+The 10k/100k catalogs hold generated text (a Zipf-distributed vocabulary) with random unit
+vectors, so that building them takes seconds rather than the hours of embedding 100k chunks;
+the search code path is the one the kernel runs.
 """
 from __future__ import annotations
 
@@ -81,9 +87,98 @@ def bench_cycle(k: KernelProcess) -> dict:
     return out
 
 
+def bench_missions(k: KernelProcess) -> dict:
+    from tests.missions import run_missions, summary
+    k.wait_events(lambda ev: any(e["event"] == "codex_ingested" for e in ev), 120)
+    with k.connect(timeout_s=900) as c:
+        records = run_missions(c)
+    out = summary(records)
+    out["failed"] = [r["selector"] for r in records if not r["passed"]]
+    return {f"missions_{key}": v for key, v in out.items()}
+
+
+def bench_memory() -> dict:
+    import numpy as np
+
+    import config
+    from batos.memory import FractalMemory, KnowledgeCatalog
+    memory = FractalMemory(config.load({}))
+    out = {}
+    queries = [f"how do I {w} a list of numbers" for w in ("sort", "sum", "filter", "reverse")] * 10
+    memory.embedder.encode(["warm up"])
+    times = []
+    for q in queries:
+        t0 = time.perf_counter()
+        memory.embedder.encode([q])
+        times.append(time.perf_counter() - t0)
+    out["embed_query_p50_s"] = pct(times, 0.5)
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(20000)])
+    p = 1.0 / np.arange(1, 20001)
+    p /= p.sum()
+    for n in (10_000, 100_000):
+        vecs = rng.standard_normal((n, 384)).astype(np.float32)
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        texts = [" ".join(vocab[rng.choice(20000, 40, p=p)]) for _ in range(n)]
+        catalog = KnowledgeCatalog()
+        t0 = time.perf_counter()
+        for i in range(0, n, 5000):
+            catalog.add(texts[i:i + 5000], vecs[i:i + 5000], f"s{i}")
+        out[f"memory_{n}_build_s"] = time.perf_counter() - t0
+        memory.vectors = type(memory.vectors)(memory.settings.MEMORY_IVF_THRESHOLD)
+        t0 = time.perf_counter()
+        memory.vectors.sync(catalog)
+        out[f"memory_{n}_index_s"] = time.perf_counter() - t0
+        root = {"memory": catalog}
+        times, top1 = [], 0
+        for i in range(300):
+            q = vecs[i] + 0.05 * rng.standard_normal(384).astype(np.float32)
+            q /= np.linalg.norm(q)
+            t0 = time.perf_counter()
+            hits = memory.search(root, " ".join(texts[i].split()[:6]), 5, query_vector=q)
+            times.append(time.perf_counter() - t0)
+            top1 += hits[0]["id"] == i + 1
+        out[f"memory_{n}_search_p50_s"], out[f"memory_{n}_search_p99_s"] = pct(times, 0.5), pct(times, 0.99)
+        out[f"memory_{n}_top1"] = top1 / 300
+    return out
+
+
+def bench_models(tmp: str) -> dict:
+    import config
+    from batos import genesis
+    from batos.image import Image
+    from batos.llm import Models
+    settings = config.load({"BATOS_HOME": str(Path(tmp) / "models-home"),
+                            "BATOS_PERSONA_MODELS": '{"ALFRED": "embedded", "BRICK": "smollm2"}',
+                            "BATOS_MODEL_MEMORY_BUDGET_MB": "1100"})
+    image = Image.open(settings)
+    image.bootstrap(genesis.incarnate)
+    events: list[dict] = []
+    out = {}
+    try:
+        models = Models(settings, image, emit=events.append)
+        for source in ("embedded", "smollm2"):
+            t0 = time.perf_counter()
+            models.resolve(source)
+            out[f"store_{source}_s"] = time.perf_counter() - t0
+        msgs = [{"role": "user", "content": "Say hi."}]
+        for persona in ("ALFRED", "BRICK", "ALFRED"):
+            models.complete(persona, msgs, 4)
+        swaps = [e for e in events if e["event"] == "model_swap"]
+        out["load_embedded_s"] = swaps[0]["load_s"]
+        out["load_smollm2_s"] = swaps[1]["load_s"]
+        out["swap_to_embedded_s"] = swaps[2]["swap_s"]
+        out["swap_unloaded"] = swaps[2]["unloaded"]
+        models.close()
+    finally:
+        image.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="./puter.sh bench")
-    ap.add_argument("--no-cycle", action="store_true", help="skip the cognitive cycle (no model)")
+    ap.add_argument("--quick", "--no-cycle", action="store_true", dest="quick",
+                    help="skip everything that loads a model")
     ap.add_argument("--n", type=int, default=3000, help="sequential round trips per measure")
     args = ap.parse_args(argv)
     results: dict = {}
@@ -96,10 +191,19 @@ def main(argv: list[str] | None = None) -> int:
             with k.connect() as conn:
                 conn.call("install_method", target_oid="genesis_obj", selector="add", source=ADD)
                 results.update(bench_round_trips(conn, args.n))
-            if not args.no_cycle:
+            if not args.quick:
                 results.update(bench_cycle(k))
         finally:
             k.stop()
+        if not args.quick:
+            k = KernelProcess(Path(tmp) / "missions", {"BATOS_MEMORY_ENABLED": "1"})
+            k.start(wait_s=30)
+            try:
+                results.update(bench_missions(k))
+            finally:
+                k.stop()
+            results.update(bench_memory())
+            results.update(bench_models(tmp))
     print("BAT OS kernel benchmark")
     print(f"  start to first ping      {results['start_to_ping_s']:.3f} s")
     print(f"  ping round trip          p50 {ms(results['ping_p50_s'])}   p99 {ms(results['ping_p99_s'])}")
@@ -109,6 +213,17 @@ def main(argv: list[str] | None = None) -> int:
     if "cycle_cold_s" in results:
         print(f"  cycle, cold (model load) {results['cycle_cold_s']:.1f} s   correct: {results['cycle_cold_correct']}")
         print(f"  cycle, warm              {results['cycle_warm_s']:.1f} s   correct: {results['cycle_warm_correct']}")
+        print(f"  missions                 {results['missions_passed']}/{results['missions_missions']} passed, "
+              f"median cycle {results['missions_median_cycle_s']:.1f} s")
+        print(f"  query embedding          p50 {ms(results['embed_query_p50_s'])}")
+        for n in (10_000, 100_000):
+            print(f"  memory search, {n:>6} chunks  p50 {ms(results[f'memory_{n}_search_p50_s'])}   "
+                  f"p99 {ms(results[f'memory_{n}_search_p99_s'])}   top-1 {results[f'memory_{n}_top1']:.2f}"
+                  f"   (index built in {results[f'memory_{n}_index_s']:.2f} s)")
+        print(f"  model load from blob     embedded {results['load_embedded_s']:.2f} s, "
+              f"smollm2 {results['load_smollm2_s']:.2f} s")
+        print(f"  model swap               {results['swap_to_embedded_s']:.2f} s "
+              f"(unloaded {results['swap_unloaded']})")
     print(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in results.items()}))
     return 0
 
