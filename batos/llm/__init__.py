@@ -100,13 +100,18 @@ class Models:
 
     # -- residency ------------------------------------------------------------------
     def backend_for(self, persona: str) -> Backend:
+        return self._backend(persona)[0]
+
+    def _backend(self, persona: str) -> tuple[Backend, float]:
+        """(the persona's backend, seconds spent loading it now: 0 when it was resident)."""
         sha, kind, path = self.resolve(self.source_for(persona))
         with self._lock:
             backend = self._residents.get(sha)
             if backend is not None:
                 self._residents.move_to_end(sha)
-                return backend
-            return self._swap_model_in_vram(persona, sha, kind, path)
+                return backend, 0.0
+            backend = self._swap_model_in_vram(persona, sha, kind, path)
+            return backend, backend.load_seconds
 
     def _swap_model_in_vram(self, persona: str, sha: str, kind: str, path: Path) -> Backend:
         """Make room within the memory budget (least recently used first), then load."""
@@ -193,18 +198,16 @@ class Models:
     # -- generation -------------------------------------------------------------------
     def complete(self, persona: str, messages: list[dict], max_tokens: int,
                  grammar: dict | None = None, cancel: threading.Event | None = None) -> Generation:
-        backend = self.backend_for(persona)
+        backend, load_seconds = self._backend(persona)
         lora = self.lora_for(persona)
         if isinstance(backend, TransformersBackend):
             backend.use_adapter(lora, self._lora_path(lora) if lora else None)
         elif lora:
             raise GenerationError(f"{persona} has the LoRA adapter {lora!r}, but its model is a GGUF "
                                   "file; LoRA adapters need a transformers model")
-        loaded_before = backend.load_seconds
         gen = backend.chat(messages, max_tokens=max_tokens, temperature=self.settings.LLM_TEMPERATURE,
                            schema=grammar, cancel=cancel)
-        gen.load_seconds = loaded_before if not getattr(backend, "_reported", False) else 0.0
-        backend._reported = True
+        gen.load_seconds = load_seconds
         return gen
 
     def generate(self, persona: str, messages: list[dict], max_tokens: int,

