@@ -266,7 +266,7 @@ class PrototypalStateMachine:
             methods = [{"selector": sel, "owner": owner._label(), "signature": m.signature,
                         "doc": m.doc, "source": m.source} for sel, owner, m in target._methods()]
             slots = {k: type(v).__name__ for k, v in target._slots.items()
-                     if k not in ("parents",) and not isinstance(v, Method)}
+                     if k not in ("parents", "name", "doc") and not isinstance(v, Method)}
             objects = s.root["objects"]
             states = {}
             for state in STATES:

@@ -1,7 +1,11 @@
-"""``python -m client``: for now, send raw protocol commands to the kernel.
+"""``python -m client``: the Architect's terminal, or a scripting interface.
 
-The conversational terminal (the Mission Brief Translator) is not built yet;
-until it is, this entry point says so and accepts explicit commands only.
+    python -m client                      the terminal chat
+    python -m client --translate TEXT     print the command TEXT would become (one JSON line)
+    python -m client --translate -        one utterance per stdin line, one JSON line each
+    python -m client -c TEXT              translate, send, print the final reply; exit 0/1
+    python -m client --send JSON          send a raw protocol command
+Options: --target OID (default genesis_obj), --endpoint URL, --timeout SECONDS.
 """
 from __future__ import annotations
 
@@ -10,38 +14,86 @@ import json
 import sys
 
 import config
-from client.connection import Connection, KernelUnavailable
+from client.chat import Chat, format_result
+from client.connection import KernelError, KernelUnavailable
+from client.session import Session
+from client.translator import ParserModelUnavailable, TranslationError, warn
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m client")
+    ap = argparse.ArgumentParser(prog="python -m client", description="The BAT OS client.")
+    ap.add_argument("--translate", metavar="TEXT", help="print the command TEXT becomes ('-': stdin lines)")
+    ap.add_argument("-c", dest="command", metavar="TEXT", help="translate, send, print the reply, exit")
     ap.add_argument("--send", metavar="JSON", help="send one raw protocol command and print the reply")
+    ap.add_argument("--target", default="genesis_obj", help="the object to talk to")
     ap.add_argument("--endpoint", help="the kernel's ZMQ_ENDPOINT")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the final reply")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a final reply")
     args = ap.parse_args(argv)
-    if not args.send:
-        print("client: the conversational terminal is not built yet; use --send JSON "
-              "to send a protocol command", file=sys.stderr)
-        return 2
     try:
-        request = json.loads(args.send)
-    except json.JSONDecodeError as exc:
-        print(f"client: --send needs JSON: {exc}", file=sys.stderr)
-        return 2
-    try:
-        endpoint = args.endpoint or config.load().ZMQ_ENDPOINT
+        settings = config.load(ZMQ_ENDPOINT=args.endpoint)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    with Connection(endpoint) as conn:
-        try:
-            reply = conn.request(request, timeout_s=args.timeout,
-                                 on_progress=lambda ev: print(json.dumps(ev), flush=True))
-        except KernelUnavailable as exc:
-            print(f"client: {exc}", file=sys.stderr)
-            return 1
-    print(json.dumps(reply, default=repr))
+    session = Session(settings.ZMQ_ENDPOINT, args.target, timeout_s=args.timeout)
+    try:
+        if args.send:
+            return send_raw(session, args.send)
+        if args.translate:
+            return translate(session, args.translate)
+        if args.command:
+            return one_shot(session, args.command)
+        return Chat(session, settings.HOME / "client_history", settings.log_path).run()
+    except ParserModelUnavailable as exc:
+        warn(f"{exc}\nThe parser model cannot be loaded: use --send JSON or /send in the terminal.")
+        return 1
+    except (KernelUnavailable, KernelError, TranslationError) as exc:
+        warn(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        session.close()
+
+
+def send_raw(session: Session, text: str) -> int:
+    try:
+        request = json.loads(text)
+    except json.JSONDecodeError as exc:
+        warn(f"--send needs JSON: {exc}")
+        return 2
+    if not isinstance(request, dict):
+        warn("--send needs a JSON object")
+        return 2
+    reply = session.request(request, on_progress=lambda ev: print(json.dumps(ev), flush=True))
+    print(json.dumps(reply, default=repr, ensure_ascii=False))
     return 0 if reply.get("ok") else 1
+
+
+def translate(session: Session, text: str) -> int:
+    if text != "-":
+        print(json.dumps(session.translate(text)), flush=True)
+        return 0
+    methods = session.methods() if session.alive() else []
+    failures = 0
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            print(json.dumps(session.translate(line, methods)), flush=True)
+        except TranslationError as exc:
+            failures += 1
+            print(json.dumps({"error": str(exc), "utterance": line.strip()}), flush=True)
+    return 1 if failures else 0
+
+
+def one_shot(session: Session, text: str) -> int:
+    command = session.translate(text)
+    reply = session.request(command)
+    print(format_result(command, reply))
+    if not reply.get("ok"):
+        return 1
+    result = reply.get("result") or {}
+    return 1 if result.get("state") == "FAILED" else 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,174 @@
+"""The Mission Brief Translator: natural language -> a command of the protocol.
+
+The model decides only what it must (call or create, the selector, the
+arguments), under a grammar built with ``LlamaGrammar.from_json_schema``; the
+command around it is built here and validated with the protocol's pydantic
+models.  The prompt is a fixed system prefix (instructions and examples) then
+the target's methods and the request, so llama.cpp reuses the cached prefix:
+one long-lived ``Llama`` per process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from batos import protocol as p
+
+DECISION_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "action": {"enum": ["call", "create"]},
+        "selector": {"type": "string", "minLength": 1, "maxLength": 48},
+        "args": {"type": "array", "maxItems": 6, "items": {"anyOf": [
+            {"type": "number"}, {"type": "string", "maxLength": 300}, {"type": "boolean"}]}},
+    },
+    "required": ["action", "selector", "args"],
+}
+
+SYSTEM_PROMPT = """\
+You translate the Architect's request into a JSON decision about one BAT OS object.
+If one of the object's methods already does what is asked, answer {"action":"call","selector":"<that method>","args":[<the argument values taken from the request>]}. Numbers stay numbers; text is a string.
+Otherwise answer {"action":"create","selector":"<a short snake_case name for a new method>","args":["<parameter names>"]}.
+
+Examples, for an object with the methods greet(name), factorial(n) and join_words(first, second):
+Request: Greet me as Architect
+{"action":"call","selector":"greet","args":["Architect"]}
+Request: what is the factorial of 6?
+{"action":"call","selector":"factorial","args":[6]}
+Request: join "bat" and "cave"
+{"action":"call","selector":"join_words","args":["bat","cave"]}
+Request: write a method that reverses a word
+{"action":"create","selector":"reverse_word","args":["word"]}
+Request: Can you count the vowels in a sentence?
+{"action":"create","selector":"count_vowels","args":["text"]}"""
+
+
+class Decision(BaseModel):
+    action: str = Field(pattern="^(call|create)$")
+    selector: str
+    args: list[Any] = Field(default_factory=list, max_length=6)
+
+
+class TranslationError(Exception):
+    """The request could not be turned into a valid command; the message says why."""
+
+
+class ParserModelUnavailable(Exception):
+    """No parser model can be loaded; the message says what to do."""
+
+
+def _snake(name: str) -> str:
+    name = re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
+    name = re.sub(r"_+", "_", name)
+    if not name or not name[0].isalpha():
+        name = "do_" + name if name else "new_method"
+    return name[:p.MAX_SELECTOR_LEN]
+
+
+def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -> Path:
+    """The parser model's local path: HF_PARSER_REPO_ID + HF_PARSER_FILENAME (Hub download),
+    else the kernel's managed copy, else the embedded Qwen GGUF.  LLAMA_MODEL_PATH still
+    works, with a deprecation notice."""
+    repo, filename = os.environ.get("HF_PARSER_REPO_ID"), os.environ.get("HF_PARSER_FILENAME")
+    if repo and filename:
+        try:
+            from huggingface_hub import hf_hub_download
+            return Path(hf_hub_download(repo_id=repo, filename=filename,
+                                        revision=os.environ.get("HF_PARSER_REVISION") or None))
+        except Exception as exc:
+            raise ParserModelUnavailable(
+                f"cannot get {filename} from {repo} ({type(exc).__name__}); unset HF_PARSER_REPO_ID "
+                "to use the embedded model, or set HF_HUB_OFFLINE=0 with network access") from exc
+    legacy = os.environ.get("LLAMA_MODEL_PATH")
+    if legacy:
+        notify("LLAMA_MODEL_PATH is deprecated: set HF_PARSER_REPO_ID and HF_PARSER_FILENAME, "
+               "or leave both unset to use the kernel's model")
+        if not Path(legacy).is_file():
+            raise ParserModelUnavailable(f"LLAMA_MODEL_PATH={legacy} does not exist")
+        return Path(legacy)
+    if kernel_path and Path(kernel_path).is_file():
+        return Path(kernel_path)
+    try:
+        import config
+        from batos.llm.embedded import ModelUnavailable, embedded_gguf
+        return embedded_gguf(config.load().MODEL_CACHE_DIR)
+    except (ModelUnavailable, Exception) as exc:
+        raise ParserModelUnavailable(f"no parser model: {exc}") from exc
+
+
+class Translator:
+    def __init__(self, model_path: Path, *, n_threads: int = 0, max_tokens: int = 64):
+        self.model_path = model_path
+        self.max_tokens = max_tokens
+        self.n_threads = n_threads or os.cpu_count() or 1
+        self._llm: Any = None
+        self._grammar: Any = None
+        self._lock = threading.Lock()
+        self.load_seconds = 0.0
+
+    def load(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                return
+            t0 = time.monotonic()
+            try:
+                from llama_cpp import Llama, LlamaGrammar
+                self._llm = Llama(model_path=str(self.model_path), n_ctx=2048, n_threads=self.n_threads,
+                                  n_gpu_layers=0, seed=0, verbose=False)
+                self._grammar = LlamaGrammar.from_json_schema(json.dumps(DECISION_SCHEMA), verbose=False)
+            except Exception as exc:
+                self._llm = None
+                raise ParserModelUnavailable(f"cannot load the parser model {self.model_path}: {exc}") from exc
+            self.load_seconds = time.monotonic() - t0
+
+    def decide(self, utterance: str, methods: list[dict]) -> Decision:
+        self.load()
+        listing = "; ".join(f"{m['signature']}" + (f" - {m['doc']}" if m.get("doc") else "")
+                            for m in methods) or "none"
+        messages = [{"role": "system", "content": SYSTEM_PROMPT},
+                    {"role": "user", "content": f"The object's methods: {listing}\nRequest: {utterance}"}]
+        with self._lock:
+            out = self._llm.create_chat_completion(messages=messages, max_tokens=self.max_tokens,
+                                                   temperature=0.0, grammar=self._grammar)
+        text = out["choices"][0]["message"].get("content") or ""
+        try:
+            return Decision.model_validate(json.loads(text))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise TranslationError(f"the parser's answer was not a valid decision: {text[:200]!r}") from exc
+
+    def translate(self, utterance: str, target: str, methods: list[dict]) -> dict:
+        """The protocol command for ``utterance`` addressed to ``target``."""
+        utterance = utterance.strip()
+        if not utterance:
+            raise TranslationError("nothing to translate")
+        decision = self.decide(utterance, methods)
+        known = {m["selector"]: m for m in methods}
+        selector = _snake(decision.selector)
+        # a selector the object already answers is a call, whatever the model said:
+        # a cycle would only replace a working method
+        if selector in known:
+            command = {"command": "send_message", "target_oid": target, "selector": selector,
+                       "args": decision.args, "kwargs": {}}
+        else:
+            names = [_snake(str(a)) for a in decision.args if str(a).strip()]
+            names = list(dict.fromkeys(n for n in names if p._IDENT.match(n)))
+            command = {"command": "initiate_cognitive_cycle", "target_oid": target,
+                       "mission_brief": {"type": "unhandled_message", "selector": selector,
+                                         "args": names, "kwargs": {}, "intent": utterance}}
+        try:
+            p.REQUESTS[command["command"]].model_validate(command)
+        except ValidationError as exc:
+            raise TranslationError(p.describe_validation_error(command["command"], exc)) from None
+        return command
+
+
+def warn(message: str) -> None:
+    print(f"client: {message}", file=sys.stderr)
