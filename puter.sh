@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # BAT OS launcher: start-up only; the logic lives in Python.
-#   ./puter.sh          run the system (sets up first if needed)
+#   ./puter.sh          run the system: the kernel in the background, the client in front
 #   ./puter.sh setup    create .venv and install requirements.txt (idempotent)
 #   ./puter.sh test     run the test suite (sets up first if needed); extra args go to pytest
 #   ./puter.sh bench    run the benchmarks in tests/bench/
 #   ./puter.sh kernel   run only the kernel in the foreground
+#   ./puter.sh client   run only the client (extra args go to python -m client)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,11 +56,20 @@ case "$cmd" in
     kernel)
         setup
         exec "$PY" -m batos "$@" ;;
+    client)
+        setup
+        exec "$PY" -m client "$@" ;;
     run)
         setup
-        exec "$PY" -m batos "$@" ;;
+        home="${BATOS_HOME:-$ROOT/var}"
+        mkdir -p "$home"
+        say "starting the kernel (log: $home/kernel.log)"
+        "$PY" -m batos >> "$home/kernel.log" 2>&1 &
+        kernel_pid=$!
+        trap 'kill -TERM "$kernel_pid" 2>/dev/null; wait "$kernel_pid" 2>/dev/null' EXIT
+        "$PY" -m client "$@" ;;
     -h|--help|help)
-        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' ;;
+        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
     *)
         say "unknown command '$cmd' (try: ./puter.sh help)"
         exit 2 ;;

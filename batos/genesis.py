@@ -43,9 +43,9 @@ Rules for every BAT OS method:
 - Do not change attributes of self unless the task asks you to keep something on the object.
 - Answer with only the code in one ```python block, like this example:
 ```python
-def shout(self, text):
-    \"\"\"Return the text in capitals with an exclamation mark.\"\"\"
-    return text.upper() + "!"
+def average(self, numbers):
+    \"\"\"Return the mean of a list of numbers.\"\"\"
+    return sum(numbers) / len(numbers)
 ```
 
 Relevant knowledge:

@@ -8,6 +8,7 @@
     missions            tests/missions.py through real cycles: pass rate and median cycle time
     memory              Fractal Memory search at 10k and 100k chunks; query embedding time
     models              model load times (from the image's blobs) and a swap
+    translation         the client's translator: warm (model loaded) and cold (a new process)
 
 Options: --quick skips everything that loads a model; --n N sets the number of sequential sends.
 The 10k/100k catalogs hold generated text (a Zipf-distributed vocabulary) with random unit
@@ -143,6 +144,38 @@ def bench_memory() -> dict:
     return out
 
 
+def bench_translation(k: KernelProcess) -> dict:
+    import os
+    import subprocess
+
+    from client.translator import Translator, find_parser_model
+    from tests.conftest import ROOT
+    from tests.test_client import judge
+    from tests.translation_eval import CASES, METHODS
+    t = Translator(find_parser_model())
+    t0 = time.perf_counter()
+    t.load()
+    out = {"translator_load_s": time.perf_counter() - t0}
+    t.translate("warm up the prompt prefix", "genesis_obj", METHODS)
+    times, correct = [], 0
+    for utterance, kind, selector, args in CASES:
+        t0 = time.perf_counter()
+        command = t.translate(utterance, "genesis_obj", METHODS)
+        times.append(time.perf_counter() - t0)
+        correct += judge(command, kind, selector, args)
+    out.update(translate_warm_p50_s=pct(times, 0.5), translate_warm_p90_s=pct(times, 0.9),
+               translate_accuracy=correct / len(CASES), translate_cases=len(CASES))
+    env = {**os.environ, "BATOS_ZMQ_ENDPOINT": k.endpoint, "BATOS_HOME": str(k.home)}
+    cold = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "client", "--translate", "what is the factorial of 6?"],
+                       cwd=ROOT, env=env, capture_output=True, check=True, timeout=300)
+        cold.append(time.perf_counter() - t0)
+    out["translate_cold_p50_s"] = pct(cold, 0.5)
+    return out
+
+
 def bench_models(tmp: str) -> dict:
     import config
     from batos import genesis
@@ -193,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.update(bench_round_trips(conn, args.n))
             if not args.quick:
                 results.update(bench_cycle(k))
+                results.update(bench_translation(k))
         finally:
             k.stop()
         if not args.quick:
@@ -220,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  memory search, {n:>6} chunks  p50 {ms(results[f'memory_{n}_search_p50_s'])}   "
                   f"p99 {ms(results[f'memory_{n}_search_p99_s'])}   top-1 {results[f'memory_{n}_top1']:.2f}"
                   f"   (index built in {results[f'memory_{n}_index_s']:.2f} s)")
+        print(f"  translation, warm        p50 {results['translate_warm_p50_s']:.2f} s   p90 "
+              f"{results['translate_warm_p90_s']:.2f} s   accuracy {results['translate_accuracy']:.2f} "
+              f"on {results['translate_cases']} utterances (target median <= 2 s)")
+        print(f"  translation, cold        p50 {results['translate_cold_p50_s']:.2f} s (a new client process)")
         print(f"  model load from blob     embedded {results['load_embedded_s']:.2f} s, "
               f"smollm2 {results['load_smollm2_s']:.2f} s")
         print(f"  model swap               {results['swap_to_embedded_s']:.2f} s "
