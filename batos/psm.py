@@ -43,10 +43,6 @@ class CycleFailure(Exception):
     phase = "cycle"
 
 
-class PlanningError(CycleFailure):
-    phase = "planning"
-
-
 class ParsingError(CycleFailure):
     phase = "parsing"
 
