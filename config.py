@@ -74,6 +74,20 @@ class Settings:
     # shutdown ladder (the kernel's side)
     SHUTDOWN_TIMEOUT_S: float = 10.0
     LOG_LEVEL: str = "INFO"
+    # the watchdog
+    WATCHDOG_PING_INTERVAL_S: float = 0.5
+    WATCHDOG_HANG_TIMEOUT_S: float = 5.0      # no pong for this long: the kernel is hung
+    WATCHDOG_START_TIMEOUT_S: float = 60.0    # a new kernel must answer ping within this
+    WATCHDOG_STABLE_S: float = 10.0           # up this long: the crash streak is forgotten
+    WATCHDOG_BACKOFF_MAX_S: float = 30.0      # the cap of the growing restart delay
+    STOP_ASK_TIMEOUT_S: float = 10.0          # the ladder: ask (shutdown) -> wait ...
+    STOP_TERM_TIMEOUT_S: float = 5.0          # ... SIGTERM -> wait ... SIGKILL
+    UPGRADE_POLL_S: float = 1.0
+    UPGRADE_STEP_TIMEOUT_S: float = 900.0
+    # the client's parser model from the Hub (also read as HF_PARSER_* by the client)
+    HF_PARSER_REPO_ID: str = ""
+    HF_PARSER_FILENAME: str = ""
+    HF_PARSER_REVISION: str = ""
     # the Fractal Memory
     MEMORY_ENABLED: bool = True     # off: no embedder is loaded; the cycle uses no catalog
     MEMORY_CHUNK_WORDS: int = 120
@@ -152,7 +166,10 @@ def _check(s: Settings) -> None:
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
                 "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
-                "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB")
+                "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB",
+                "WATCHDOG_PING_INTERVAL_S", "WATCHDOG_HANG_TIMEOUT_S", "WATCHDOG_START_TIMEOUT_S",
+                "WATCHDOG_STABLE_S", "WATCHDOG_BACKOFF_MAX_S", "STOP_ASK_TIMEOUT_S",
+                "STOP_TERM_TIMEOUT_S", "UPGRADE_POLL_S", "UPGRADE_STEP_TIMEOUT_S")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")
@@ -204,6 +221,11 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     env = os.environ if environ is None else environ
     defaults = Settings()
     values: dict[str, Any] = {}
+    home_raw = overrides.get("HOME") or env.get(ENV_PREFIX + "HOME")
+    home = Path(home_raw).expanduser() if home_raw else defaults.HOME
+    for name, value in read_overrides(home).items():
+        values[name] = _parse(name, value if isinstance(value, str) else json.dumps(value),
+                              getattr(defaults, name))
     for f in dataclasses.fields(Settings):
         raw = env.get(ENV_PREFIX + f.name)
         if raw is not None:
@@ -220,6 +242,34 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
                                    PERSONA_MODELS=merged)
     _check(settings)
     return settings
+
+
+OVERRIDES_FILE = "overrides.json"
+
+
+def read_overrides(home: Path) -> dict[str, Any]:
+    """Settings written by the watchdog's upgrades: {NAME: value} in HOME/overrides.json."""
+    path = Path(home) / OVERRIDES_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config: {path} is not valid JSON ({exc}); fix or remove it") from None
+    if not isinstance(data, dict) or not all(k in Settings.__dataclass_fields__ and k != "HOME" for k in data):
+        raise ConfigError(f"config: {path} must map setting names to values")
+    return data
+
+
+def write_overrides(home: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into HOME/overrides.json (atomically); returns the new content."""
+    data = read_overrides(home)
+    data.update(updates)
+    path = Path(home) / OVERRIDES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+    return data
 
 
 _current: Settings | None = None

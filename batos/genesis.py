@@ -14,7 +14,6 @@ from persistent.list import PersistentList
 
 from batos import codex
 from batos.llm.manager import ModelManager
-from batos.memory import KnowledgeCatalog
 from batos.uvm import UvmObject
 
 # {persona -> (oid, role)}; each persona's system prompt comes from the Persona Codex
@@ -122,6 +121,7 @@ def incarnate(root: Any) -> list[str]:
         root["models"] = ModelManager()
         created.append("models")
     if "memory" not in root:
+        from batos.memory import KnowledgeCatalog   # numpy and zope.index: only when needed
         root["memory"] = KnowledgeCatalog()
         created.append("memory")
     return created

@@ -24,7 +24,6 @@ from batos.errors import BadRequest, Busy, Internal, Rejected, Timeout
 from batos.execution import call_with_deadline
 from batos.image import Image, ImageError, Session
 from batos.llm import GenerationError, Models, ModelUnavailable
-from batos.memory import FractalMemory, KnowledgeError, NothingToIngest
 from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
 from batos.psm import PrototypalStateMachine
@@ -43,7 +42,10 @@ class Kernel:
         self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
         self.created_oids = self.image.bootstrap(genesis.incarnate)
         self.models = Models(settings, self.image, emit=self._emit_threadsafe)
-        self.memory = FractalMemory(settings) if settings.MEMORY_ENABLED else None
+        self.memory = None
+        if settings.MEMORY_ENABLED:
+            from batos.memory import FractalMemory   # numpy and zope.index: only when enabled
+            self.memory = FractalMemory(settings)
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
                                           memory=self.memory, learned=self._learn_threadsafe)
         self.method_pool: WorkerPool | None = None   # started with the loop
@@ -114,7 +116,7 @@ class Kernel:
                 replace=True), note=f"learn {target_oid}.{selector}")
         self._background(job, f"learning {target_oid}.{selector}")
 
-    def _require_memory(self) -> FractalMemory:
+    def _require_memory(self) -> Any:
         if self.memory is None:
             raise BadRequest("the Fractal Memory is disabled (BATOS_MEMORY_ENABLED=0)")
         return self.memory
@@ -123,6 +125,7 @@ class Kernel:
         memory = self._require_memory()
 
         def work() -> list[int]:
+            from batos.memory import KnowledgeError, NothingToIngest
             try:
                 chunks, vectors = memory.prepare(text)
             except NothingToIngest as exc:

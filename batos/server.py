@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import Any
 
@@ -166,6 +167,17 @@ class Server:
         self.sock.close(linger=500)
 
 
+async def _watch_parent(watchdog_pid: int, kernel: Kernel, server: Server) -> None:
+    """Started by a watchdog: if it dies, stop cleanly rather than run unsupervised."""
+    while not server.stopped.is_set():
+        if os.getppid() != watchdog_pid:
+            log.warning("server: the watchdog (pid %d) is gone; stopping", watchdog_pid)
+            kernel.begin_shutdown()
+            server.stopped.set()
+            return
+        await asyncio.sleep(0.5)
+
+
 class _WithId(Exception):
     def __init__(self, rid: Any, exc: BatosError):
         self.rid, self.exc = rid, exc
@@ -193,6 +205,9 @@ async def serve(settings: Any) -> int:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+    watchdog_pid = os.environ.get("BATOS_WATCHDOG_PID")
+    if watchdog_pid:
+        asyncio.ensure_future(_watch_parent(int(watchdog_pid), kernel, server))
     log.info("kernel: serving on %s (image %s, %s)", settings.ZMQ_ENDPOINT, kernel.image.path,
              "new" if kernel.image.created else "resumed")
     try:

@@ -77,12 +77,18 @@ def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -
     """The parser model's local path: HF_PARSER_REPO_ID + HF_PARSER_FILENAME (Hub download),
     else the kernel's managed copy, else the embedded Qwen GGUF.  LLAMA_MODEL_PATH still
     works, with a deprecation notice."""
-    repo, filename = os.environ.get("HF_PARSER_REPO_ID"), os.environ.get("HF_PARSER_FILENAME")
+    import config
+    try:
+        settings = config.load()    # an upgrade may have set the parser in overrides.json
+    except config.ConfigError:
+        settings = config.Settings()
+    repo = os.environ.get("HF_PARSER_REPO_ID") or settings.HF_PARSER_REPO_ID
+    filename = os.environ.get("HF_PARSER_FILENAME") or settings.HF_PARSER_FILENAME
+    revision = os.environ.get("HF_PARSER_REVISION") or settings.HF_PARSER_REVISION
     if repo and filename:
         try:
             from huggingface_hub import hf_hub_download
-            return Path(hf_hub_download(repo_id=repo, filename=filename,
-                                        revision=os.environ.get("HF_PARSER_REVISION") or None))
+            return Path(hf_hub_download(repo_id=repo, filename=filename, revision=revision or None))
         except Exception as exc:
             raise ParserModelUnavailable(
                 f"cannot get {filename} from {repo} ({type(exc).__name__}); unset HF_PARSER_REPO_ID "
@@ -97,9 +103,8 @@ def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -
     if kernel_path and Path(kernel_path).is_file():
         return Path(kernel_path)
     try:
-        import config
         from batos.llm.embedded import ModelUnavailable, embedded_gguf
-        return embedded_gguf(config.load().MODEL_CACHE_DIR)
+        return embedded_gguf(settings.MODEL_CACHE_DIR)
     except (ModelUnavailable, Exception) as exc:
         raise ParserModelUnavailable(f"no parser model: {exc}") from exc
 

@@ -1,0 +1,190 @@
+"""The Ship of Theseus: applying ``update_instructions.json`` without losing the image.
+
+validate -> stop the kernel (the ladder) -> back up the image -> record the code's
+revision -> run the steps in the project root -> apply the parser and persona
+settings (``BATOS_HOME/overrides.json``, read by config.py) -> start the kernel
+and wait for ``ping``.  A failed step or a kernel that does not come up restores
+the revision, the image and the settings, and starts the previous kernel.  The
+instructions file is then moved to ``BATOS_HOME/upgrades/`` marked applied,
+failed or rejected, beside a JSON report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+import config
+
+log = logging.getLogger("watchdog.upgrade")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TAIL = 2000
+
+
+class UpgradeError(Exception):
+    """The instructions cannot be used; the message says why."""
+
+
+class Instructions(BaseModel):
+    id: str = Field(min_length=1, max_length=100)
+    steps: list[list[str]] = Field(default_factory=list, max_length=50)
+    parser_repo_id: Optional[str] = None
+    parser_filename: Optional[str] = None
+    parser_revision: Optional[str] = None
+    persona_models: Optional[dict[str, str]] = None
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._-]+$", v):
+            raise ValueError("id may hold only letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("steps")
+    @classmethod
+    def _argv(cls, v: list[list[str]]) -> list[list[str]]:
+        if any(not step or not all(isinstance(a, str) for a in step) for step in v):
+            raise ValueError("each step must be a non-empty list of strings (an argv)")
+        return v
+
+    @field_validator("persona_models")
+    @classmethod
+    def _personas(cls, v: Optional[dict[str, str]]) -> Optional[dict[str, str]]:
+        if v is not None and set(v) - set(config.PERSONAS):
+            raise ValueError(f"persona_models names unknown personas {sorted(set(v) - set(config.PERSONAS))}")
+        return v
+
+
+def load(path: Path) -> Instructions:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UpgradeError(f"not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UpgradeError("the instructions must be a JSON object")
+    try:
+        return Instructions.model_validate(data)
+    except ValidationError as exc:
+        raise UpgradeError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}"
+                                     for e in exc.errors()[:5])) from None
+
+
+def settings_updates(inst: Instructions) -> dict[str, Any]:
+    updates: dict[str, Any] = {}
+    for key, name in (("parser_repo_id", "HF_PARSER_REPO_ID"), ("parser_filename", "HF_PARSER_FILENAME"),
+                      ("parser_revision", "HF_PARSER_REVISION")):
+        if getattr(inst, key) is not None:
+            updates[name] = getattr(inst, key)
+    if inst.persona_models is not None:
+        updates["PERSONA_MODELS"] = inst.persona_models
+    return updates
+
+
+# -------------------------------------------------------------- image backup
+
+def backup(settings: Any, dest: Path) -> Path:
+    """A consistent copy of the storage and its blobs (the kernel is stopped)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    db = settings.db_path
+    for suffix in ("", ".index"):
+        src = Path(str(db) + suffix)
+        if src.exists():
+            shutil.copy2(src, dest / src.name)
+    if settings.blob_path.exists():
+        shutil.copytree(settings.blob_path, dest / "blobs", copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns("tmp"))
+    return dest
+
+
+def restore(settings: Any, src: Path) -> None:
+    db = settings.db_path
+    for suffix in ("", ".index"):
+        target = Path(str(db) + suffix)
+        saved = src / target.name
+        if saved.exists():
+            shutil.copy2(saved, target)
+        elif target.exists():
+            target.unlink()
+    if (src / "blobs").exists():
+        shutil.rmtree(settings.blob_path, ignore_errors=True)
+        shutil.copytree(src / "blobs", settings.blob_path, copy_function=_link_or_copy)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)        # committed blobs never change: a hard link is a copy
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+# -------------------------------------------------------------- code revision
+
+def git_revision(root: Path = PROJECT_ROOT) -> Optional[str]:
+    if not (root / ".git").exists():
+        return None
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def restore_revision(rev: str, root: Path = PROJECT_ROOT) -> bool:
+    out = subprocess.run(["git", "checkout", "--force", rev], cwd=root, capture_output=True, text=True)
+    return out.returncode == 0
+
+
+# -------------------------------------------------------------- steps
+
+def argv_for(step: list[str]) -> list[str]:
+    """``python`` and ``pip`` mean the project's own interpreter."""
+    if step[0] == "python":
+        return [sys.executable, *step[1:]]
+    if step[0] == "pip":
+        return [sys.executable, "-m", "pip", *step[1:]]
+    return list(step)
+
+
+def run_steps(steps: list[list[str]], timeout_s: float, root: Path = PROJECT_ROOT) -> list[dict]:
+    """Run the steps in order; stop at the first that fails.  One record per step run."""
+    records = []
+    for step in steps:
+        t0 = time.monotonic()
+        record: dict[str, Any] = {"argv": step}
+        try:
+            out = subprocess.run(argv_for(step), cwd=root, capture_output=True, text=True,
+                                 timeout=timeout_s, stdin=subprocess.DEVNULL)
+            record.update(exit_code=out.returncode, stdout_tail=out.stdout[-TAIL:],
+                          stderr_tail=out.stderr[-TAIL:])
+        except subprocess.TimeoutExpired as exc:
+            record.update(exit_code=None, error=f"timed out after {timeout_s:g}s",
+                          stdout_tail=(exc.stdout or b"")[-TAIL:].decode(errors="replace")
+                          if isinstance(exc.stdout, bytes) else (exc.stdout or "")[-TAIL:])
+        except OSError as exc:
+            record.update(exit_code=None, error=f"cannot run: {exc}")
+        record["seconds"] = round(time.monotonic() - t0, 3)
+        records.append(record)
+        if record.get("exit_code") != 0:
+            break
+    return records
+
+
+def finish(path: Path, home: Path, inst_id: str, outcome: str, report: dict) -> Path:
+    """Move the instructions aside, marked with the outcome, beside a JSON report."""
+    done = home / "upgrades"
+    done.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{inst_id}.{stamp}.{outcome}"
+    try:
+        os.replace(path, done / f"{base}.json")
+    except OSError as exc:
+        report["move_error"] = str(exc)
+    report_path = done / f"{base}.report.json"
+    report_path.write_text(json.dumps(report, indent=2, default=str))
+    return report_path
