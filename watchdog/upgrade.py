@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Optional
 
@@ -179,7 +180,7 @@ def finish(path: Path, home: Path, inst_id: str, outcome: str, report: dict) -> 
     """Move the instructions aside, marked with the outcome, beside a JSON report."""
     done = home / "upgrades"
     done.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     base = f"{inst_id}.{stamp}.{outcome}"
     try:
         os.replace(path, done / f"{base}.json")
