@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # BAT OS launcher: start-up only; the logic lives in Python.
-#   ./puter.sh          run the system: the kernel in the background, the client in front
+#   ./puter.sh          run the system: the watchdog (and its kernel) in the background, the client in front
+#   ./puter.sh start    start the watchdog (and its kernel) in the background only
+#   ./puter.sh stop     stop the watchdog and its kernel
+#   ./puter.sh status   is the watchdog running; does the kernel answer
+#   ./puter.sh logs     follow the watchdog's and the kernel's logs
 #   ./puter.sh setup    create .venv and install requirements.txt (idempotent)
 #   ./puter.sh test     run the test suite (sets up first if needed); extra args go to pytest
 #   ./puter.sh bench    run the benchmarks in tests/bench/
 #   ./puter.sh kernel   run only the kernel in the foreground
 #   ./puter.sh client   run only the client (extra args go to python -m client)
+#   ./puter.sh watchdog run the watchdog in the foreground
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,6 +46,45 @@ setup() {
     say "setup complete"
 }
 
+HOME_DIR="${BATOS_HOME:-$ROOT/var}"
+PIDFILE="$HOME_DIR/watchdog.pid"
+
+watchdog_pid() {
+    [ -f "$PIDFILE" ] || return 1
+    local pid
+    pid="$(cat "$PIDFILE")"
+    kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+start_watchdog() {
+    mkdir -p "$HOME_DIR"
+    if pid="$(watchdog_pid)"; then
+        say "the watchdog is already running (pid $pid)"
+        return 0
+    fi
+    say "starting the watchdog (log: $HOME_DIR/watchdog.log; kernel log: $HOME_DIR/kernel.log)"
+    setsid "$PY" -m watchdog >> "$HOME_DIR/watchdog.log" 2>&1 < /dev/null &
+    echo $! > "$PIDFILE"
+}
+
+stop_watchdog() {
+    local pid
+    if ! pid="$(watchdog_pid)"; then
+        say "the watchdog is not running"
+        rm -f "$PIDFILE"
+        return 0
+    fi
+    say "stopping the watchdog (pid $pid) and its kernel"
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || { rm -f "$PIDFILE"; say "stopped"; return 0; }
+        sleep 0.1
+    done
+    say "the watchdog did not stop in 30 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$PIDFILE"
+}
+
 cmd="${1:-run}"
 [ $# -gt 0 ] && shift
 cd "$ROOT"
@@ -59,17 +103,32 @@ case "$cmd" in
     client)
         setup
         exec "$PY" -m client "$@" ;;
+    watchdog)
+        setup
+        exec "$PY" -m watchdog "$@" ;;
     run)
         setup
-        home="${BATOS_HOME:-$ROOT/var}"
-        mkdir -p "$home"
-        say "starting the kernel (log: $home/kernel.log)"
-        "$PY" -m batos >> "$home/kernel.log" 2>&1 &
-        kernel_pid=$!
-        trap 'kill -TERM "$kernel_pid" 2>/dev/null; wait "$kernel_pid" 2>/dev/null' EXIT
-        "$PY" -m client "$@" ;;
+        start_watchdog
+        say "the system keeps running after you leave the client; ./puter.sh stop stops it"
+        exec "$PY" -m client "$@" ;;
+    start)
+        setup
+        start_watchdog ;;
+    stop)
+        stop_watchdog ;;
+    status)
+        if pid="$(watchdog_pid)"; then say "watchdog: running (pid $pid)"; else say "watchdog: not running"; fi
+        if [ -x "$PY" ] && "$PY" -m client --timeout 3 --send '{"command": "ping"}' > /dev/null 2>&1; then
+            say "kernel: answering"
+        else
+            say "kernel: not answering"
+        fi ;;
+    logs)
+        mkdir -p "$HOME_DIR"
+        touch "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log"
+        exec tail -n 40 -F "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log" ;;
     -h|--help|help)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' ;;
+        sed -n '2,13p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
     *)
         say "unknown command '$cmd' (try: ./puter.sh help)"
         exit 2 ;;

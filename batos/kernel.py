@@ -42,10 +42,7 @@ class Kernel:
         self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
         self.created_oids = self.image.bootstrap(genesis.incarnate)
         self.models = Models(settings, self.image, emit=self._emit_threadsafe)
-        self.memory = None
-        if settings.MEMORY_ENABLED:
-            from batos.memory import FractalMemory   # numpy and zope.index: only when enabled
-            self.memory = FractalMemory(settings)
+        self.memory = None   # the FractalMemory, loaded in the background after start
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
                                           memory=self.memory, learned=self._learn_threadsafe)
         self.method_pool: WorkerPool | None = None   # started with the loop
@@ -67,8 +64,8 @@ class Kernel:
         self.metalog = MetacognitionLog(self.settings.log_path)
         self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
                             "image": self.image.path, "created": self.created_oids})
-        if self.memory is not None:
-            self._background(self._ingest_codex, "codex ingestion")
+        if self.settings.MEMORY_ENABLED:
+            self._background(self._load_memory, "loading the Fractal Memory")
 
     # -- the Fractal Memory -------------------------------------------------------------
     def _background(self, fn: Callable[[], Any], what: str) -> None:
@@ -79,6 +76,12 @@ class Kernel:
                 log.error("kernel: %s failed: %s: %s", what, type(exc).__name__, exc)
                 self.metalog.write({"event": "memory_error", "what": what, "error": str(exc)})
         self.memory_pool.submit(fn).add_done_callback(done)
+
+    def _load_memory(self) -> None:
+        """Off the start path (numpy, zope.index): then the codex, once per version."""
+        from batos.memory import FractalMemory
+        self.memory = self.psm.memory = FractalMemory(self.settings)
+        self._ingest_codex()
 
     def _ingest_codex(self) -> None:
         """Ingest the Persona Codex once per codex version (in the background)."""
@@ -117,8 +120,10 @@ class Kernel:
         self._background(job, f"learning {target_oid}.{selector}")
 
     def _require_memory(self) -> Any:
-        if self.memory is None:
+        if not self.settings.MEMORY_ENABLED:
             raise BadRequest("the Fractal Memory is disabled (BATOS_MEMORY_ENABLED=0)")
+        if self.memory is None:
+            raise Busy("the Fractal Memory is still loading; try again in a moment")
         return self.memory
 
     async def ingest_knowledge(self, text: str, source: str, kind: str, replace: bool) -> dict:

@@ -19,12 +19,13 @@ SHOUT = "def shout(self, t):\n    return t.upper() + '!'\n"
 
 
 class Watchdog:
-    def __init__(self, home):
+    def __init__(self, home, extra_env=None):
         self.home = home
         self.endpoint = free_endpoint()
         home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
         env.update(FAST, BATOS_HOME=str(home), BATOS_ZMQ_ENDPOINT=self.endpoint)
+        env.update(extra_env or {})
         self.log_path = home / "watchdog.log"
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "watchdog"], cwd=ROOT, env=env,
@@ -189,3 +190,21 @@ def test_kernel_stops_when_its_watchdog_dies(tmp_path):
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive(pid)
+
+
+def test_launcher_start_status_stop(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
+    env.update(FAST, BATOS_HOME=str(tmp_path / "h"), BATOS_ZMQ_ENDPOINT=free_endpoint())
+    run = lambda *a: subprocess.run(["./puter.sh", *a], cwd=ROOT, env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    assert run("start").returncode == 0
+    pid = int((tmp_path / "h" / "watchdog.pid").read_text())
+    deadline = time.monotonic() + 30
+    status = run("status")
+    while "kernel: answering" not in status.stderr and time.monotonic() < deadline:
+        status = run("status")
+    assert "watchdog: running" in status.stderr and "kernel: answering" in status.stderr
+    stopped = run("stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stderr
+    assert not alive(pid)
+    assert "not running" in run("status").stderr

@@ -46,7 +46,7 @@ class Watchdog:
         elif not self.kernel.exited.is_set():
             log.error("watchdog: kernel pid %d did not answer ping within %.0fs; killing it",
                       self.kernel.pid, self.settings.WATCHDOG_START_TIMEOUT_S)
-            self.kernel.signal(signal.SIGKILL)
+            self.kernel.kill()
             self.kernel.exited.wait(10)
         return ready
 
@@ -82,7 +82,7 @@ class Watchdog:
                     if silent > self.settings.WATCHDOG_HANG_TIMEOUT_S and not self.kernel.exited.is_set():
                         log.error("watchdog: kernel pid %d missed pings for %.1fs: hung; killing it",
                                   self.kernel.pid, silent)
-                        self.kernel.signal(signal.SIGKILL)
+                        self.kernel.kill()
                         self.kernel.exited.wait(10)
                         self.restart(f"hung: no answer to ping for {silent:.1f}s")
                         conn.reconnect()

@@ -90,9 +90,17 @@ class KernelProcess:
         if self.exited.wait(s.STOP_TERM_TIMEOUT_S):
             return "stopped by SIGTERM"
         log.warning("process: the kernel ignored SIGTERM; sending SIGKILL")
-        self.signal(signal.SIGKILL)
+        self.kill()
         self.exited.wait(10)
         return "killed by SIGKILL"
+
+    def kill(self) -> None:
+        """SIGKILL (TerminateProcess on Windows)."""
+        try:
+            if self.proc is not None:
+                self.proc.kill()
+        except ProcessLookupError:
+            pass
 
     def signal(self, signum: int) -> None:
         try:

@@ -9,6 +9,7 @@
     memory              Fractal Memory search at 10k and 100k chunks; query embedding time
     models              model load times (from the image's blobs) and a swap
     translation         the client's translator: warm (model loaded) and cold (a new process)
+    watchdog            crash-to-serving (kill -9 until a new kernel answers ping), upgrade downtime
 
 Options: --quick skips everything that loads a model; --n N sets the number of sequential sends.
 The 10k/100k catalogs hold generated text (a Zipf-distributed vocabulary) with random unit
@@ -176,6 +177,34 @@ def bench_translation(k: KernelProcess) -> dict:
     return out
 
 
+def bench_watchdog(tmp: str) -> dict:
+    import os
+    import signal
+
+    from tests.test_watchdog import Watchdog, wait_report, write_instructions
+    # the default kernel (memory on); each crash comes after a stable run (no crash-loop backoff)
+    dog = Watchdog(Path(tmp) / "watchdog", {"BATOS_MEMORY_ENABLED": "1", "BATOS_WATCHDOG_STABLE_S": "1"})
+    out: dict = {}
+    try:
+        pid = dog.ping()["pid"]
+        times = []
+        for _ in range(5):
+            time.sleep(1.5)
+            t0 = time.perf_counter()
+            os.kill(pid, signal.SIGKILL)
+            pid = dog.ping(not_pid=pid)["pid"]
+            times.append(time.perf_counter() - t0)
+        out["crash_to_serving_p50_s"], out["crash_to_serving_max_s"] = pct(times, 0.5), max(times)
+        t0 = time.perf_counter()
+        write_instructions(dog.home, {"id": "bench", "steps": [["python", "-c", "print('step')"]]})
+        dog.ping(not_pid=pid, wait_s=120)
+        out["upgrade_end_to_end_s"] = time.perf_counter() - t0
+        out["upgrade_downtime_s"] = wait_report(dog.home, "applied")["downtime_s"]
+    finally:
+        dog.stop()
+    return out
+
+
 def bench_models(tmp: str) -> dict:
     import config
     from batos import genesis
@@ -216,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="batos-bench-") as tmp:
+        results.update(bench_watchdog(tmp))
         k = KernelProcess(Path(tmp) / "home")
         t0 = time.perf_counter()
         k.start(wait_s=30)
@@ -243,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ping round trip          p50 {ms(results['ping_p50_s'])}   p99 {ms(results['ping_p99_s'])}")
     print(f"  send_message round trip  p50 {ms(results['send_p50_s'])}   p99 {ms(results['send_p99_s'])}"
           f"   (target p50 <= 1 ms)")
+    print(f"  crash to serving         p50 {results['crash_to_serving_p50_s']:.2f} s   max "
+          f"{results['crash_to_serving_max_s']:.2f} s (kill -9 until a new kernel answers; target <= 1 s)")
+    print(f"  upgrade downtime         {results['upgrade_downtime_s']:.2f} s (stop, backup, one step, "
+          f"start; {results['upgrade_end_to_end_s']:.2f} s from the file's arrival)")
     print(f"  pipelined send_message   {results['pipelined_per_s']:.0f} requests/s (64 in flight)")
     if "cycle_cold_s" in results:
         print(f"  cycle, cold (model load) {results['cycle_cold_s']:.1f} s   correct: {results['cycle_cold_correct']}")
