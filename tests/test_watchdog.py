@@ -104,8 +104,15 @@ def test_crash_loop_backs_off_and_still_comes_back(dog):
 
 def test_stopped_kernel_is_detected_as_hung_and_replaced(dog):
     pid = dog.ping()["pid"]
+    deadline = time.monotonic() + 60   # stop it once the watchdog counts it as started
+    while f"kernel pid {pid} serving" not in dog.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     os.kill(pid, signal.SIGSTOP)
-    new = dog.ping(not_pid=pid, wait_s=30)
+    deadline = time.monotonic() + 60
+    while "hung" not in dog.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "hung" in dog.log(), dog.log()
+    new = dog.ping(not_pid=pid, wait_s=60)
     assert new["pid"] != pid
     deadline = time.monotonic() + 10
     while alive(pid) and time.monotonic() < deadline:

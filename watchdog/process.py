@@ -62,15 +62,16 @@ class KernelProcess:
     def wait_ready(self, timeout_s: float) -> bool:
         """True once the kernel answers ping; False if it exits or the time runs out."""
         deadline = time.monotonic() + timeout_s
-        with Connection(self.settings.ZMQ_ENDPOINT, timeout_s=0.25) as conn:
+        # one socket throughout: pings queue until the kernel binds, then are answered at once
+        with Connection(self.settings.ZMQ_ENDPOINT, timeout_s=0.1) as conn:
             while time.monotonic() < deadline:
                 if self.exited.is_set():
                     return False
                 try:
-                    conn.call("ping", timeout_s=0.25)
+                    conn.call("ping", timeout_s=0.1)
                     return True
                 except KernelUnavailable:
-                    conn.reconnect()
+                    continue
         return False
 
     def stop(self) -> str:
