@@ -107,12 +107,15 @@ class Kernel:
         self.loop.call_soon_threadsafe(self._learn, target_oid, selector, source, doc)
 
     def _learn(self, target_oid: str, selector: str, source: str, doc: str) -> None:
-        """The skill library: an installed method is ingested into the memory."""
-        if self.memory is None or self.stopping:
+        """The skill library: an installed method is ingested into the memory.  The memory
+        worker is serial, so a method installed while the memory loads is learned after."""
+        if not self.settings.MEMORY_ENABLED or self.stopping:
             return
         text = f"Method {selector} of {target_oid}: {doc}\n```python\n{source.strip()}\n```"
 
         def job() -> None:
+            if self.memory is None:   # the memory failed to load (logged then)
+                return
             vectors = self.memory.embedder.encode([text])
             self.image.transact(lambda s: self.memory.ingest(
                 s.root, [text], vectors, f"method:{target_oid}.{selector}", kind="method",

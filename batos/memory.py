@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
-import os
 import re
 import threading
 import time
@@ -120,9 +119,10 @@ class Embedder:
         with self._lock:
             if self._model is None:
                 t0 = time.monotonic()
-                os.environ.setdefault("HF_HUB_OFFLINE", "1")
                 from sentence_transformers import SentenceTransformer
-                self._model = SentenceTransformer(self._path(), device="cpu")
+                # a local directory, never the Hub (without setting HF_HUB_OFFLINE for the
+                # whole process, which would also stop the ModelManager's hf: sources)
+                self._model = SentenceTransformer(self._path(), device="cpu", local_files_only=True)
                 self.load_seconds = time.monotonic() - t0
                 log.info("memory: loaded the embedder in %.1fs", self.load_seconds)
         return self._model
