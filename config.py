@@ -71,6 +71,14 @@ class Settings:
     CYCLE_QUEUE_MAX: int = 16
     METHOD_WORKERS: int = 8
     MAX_SOURCE_BYTES: int = 20_000
+    # the sandbox: installed methods run in worker processes (batos/sandbox)
+    SANDBOX_WORKERS: int = 2          # idle workers kept warm; up to METHOD_WORKERS run at once
+    SANDBOX_MEMORY_MB: int = 512      # a worker's address-space limit (RLIMIT_AS)
+    SANDBOX_CPU_S: int = 120          # a worker's total CPU seconds (RLIMIT_CPU); it is replaced before
+    SANDBOX_MAX_CALLS: int = 2000     # a worker is replaced after serving this many calls
+    SANDBOX_START_TIMEOUT_S: float = 20.0   # a new worker must report ready within this
+    SANDBOX_KILL_GRACE_S: float = 1.0       # past METHOD_TIMEOUT_S plus this, a worker is killed
+    SANDBOX_REQUIRE_SECCOMP: bool = True    # refuse to run methods where the seccomp filter cannot load
     # shutdown ladder (the kernel's side)
     SHUTDOWN_TIMEOUT_S: float = 10.0
     LOG_LEVEL: str = "INFO"
@@ -169,13 +177,22 @@ def _check(s: Settings) -> None:
                 "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB",
                 "WATCHDOG_PING_INTERVAL_S", "WATCHDOG_HANG_TIMEOUT_S", "WATCHDOG_START_TIMEOUT_S",
                 "WATCHDOG_STABLE_S", "WATCHDOG_BACKOFF_MAX_S", "STOP_ASK_TIMEOUT_S",
-                "STOP_TERM_TIMEOUT_S", "UPGRADE_POLL_S", "UPGRADE_STEP_TIMEOUT_S")
+                "STOP_TERM_TIMEOUT_S", "UPGRADE_POLL_S", "UPGRADE_STEP_TIMEOUT_S",
+                "SANDBOX_WORKERS", "SANDBOX_CPU_S", "SANDBOX_MAX_CALLS", "SANDBOX_START_TIMEOUT_S",
+                "SANDBOX_KILL_GRACE_S")
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")
     for name in ("LLM_N_THREADS", "CYCLE_RETRIES"):
         if getattr(s, name) < 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must not be negative")
+    if s.SANDBOX_MEMORY_MB < 128:
+        raise ConfigError(f"config: {ENV_PREFIX}SANDBOX_MEMORY_MB={s.SANDBOX_MEMORY_MB!r} is too small; "
+                          "a worker needs at least 128")
+    if s.SANDBOX_CPU_S < 2 * (s.METHOD_TIMEOUT_S + s.SANDBOX_KILL_GRACE_S):
+        raise ConfigError(f"config: {ENV_PREFIX}SANDBOX_CPU_S={s.SANDBOX_CPU_S!r} must be at least twice "
+                          f"METHOD_TIMEOUT_S + SANDBOX_KILL_GRACE_S "
+                          f"({2 * (s.METHOD_TIMEOUT_S + s.SANDBOX_KILL_GRACE_S):g})")
     if not 0.0 <= s.LLM_TEMPERATURE <= 2.0:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
                           "must be between 0 and 2")

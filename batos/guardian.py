@@ -10,7 +10,9 @@ It also refuses the obviously dangerous: imports outside a small allowlist of
 pure modules; ``eval``, ``exec``, ``compile``, ``open``, ``__import__`` and
 their kind; attribute access to private, dunder or ``_p_`` names (the covenant
 line excepted); ``global``, class statements, and format strings that reach
-into attributes.  The sandbox hardens execution; this audit is the first gate.
+into attributes.  Source that passes must also compile under the sandbox's
+RestrictedPython policy (``batos.restricted``), so a method refused there is
+refused here, at VALIDATING, and not at its first call.
 """
 from __future__ import annotations
 
@@ -19,11 +21,7 @@ import copy
 import dataclasses
 import re
 
-ALLOWED_MODULES = frozenset({
-    "math", "cmath", "re", "json", "datetime", "collections", "itertools", "functools",
-    "string", "statistics", "random", "decimal", "fractions", "textwrap", "operator",
-    "heapq", "bisect", "unicodedata",
-})
+from batos.restricted import ALLOWED_MODULES, compile_source
 
 FORBIDDEN_NAMES = frozenset({
     "eval", "exec", "compile", "open", "__import__", "globals", "locals", "vars", "input",
@@ -362,6 +360,8 @@ def audit(source: str, selector: str | None = None, *, max_bytes: int = 20_000) 
                 f"{min(auditor.mutation_lines)}) but does not end with 'self._p_changed = True'")
         _check_returns(func, min(auditor.mutation_lines), findings)
 
+    if not findings:
+        findings.extend(compile_source(source, func.name)[1])
     doc = ast.get_docstring(func) or ""
     return AuditReport(
         ok=not findings, findings=findings, mutates=mutates, signature=_signature(func),

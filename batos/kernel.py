@@ -19,20 +19,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import config
-from batos import __version__, codex, genesis, guardian
-from batos.errors import BadRequest, Busy, Internal, Rejected, Timeout
-from batos.execution import call_with_deadline
+from batos import __version__, codex, genesis, guardian, plain
+from batos.errors import BadRequest, Busy, Internal, MethodError, Rejected, Timeout
 from batos.image import Image, ImageError, Session
 from batos.llm import GenerationError, Models, ModelUnavailable
 from batos.metalog import MetacognitionLog
 from batos.protocol import to_wire
 from batos.psm import PrototypalStateMachine
+from batos.sandbox.pool import SandboxPool
 from batos.uvm import Method, NotUnderstood
 from batos.workers import WorkerPool
 
 log = logging.getLogger("batos.kernel")
 Progress = Callable[[dict], None] | None
-TIMEOUT_GRACE_S = 2.0   # the server's own wait beyond a method's time limit
+CONFLICT_RETRIES = 5    # a call whose object changed under it runs again this many times
 
 
 class Kernel:
@@ -48,6 +48,7 @@ class Kernel:
         self.method_pool: WorkerPool | None = None   # started with the loop
         self.cycle_pool: WorkerPool | None = None
         self.memory_pool: WorkerPool | None = None   # background ingestion (codex, skills)
+        self.sandbox: SandboxPool | None = None       # the processes installed methods run in
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metalog: MetacognitionLog | None = None
         self.stopping = False
@@ -61,6 +62,7 @@ class Kernel:
         self.method_pool = WorkerPool(self.loop, self.settings.METHOD_WORKERS, "batos-method")
         self.cycle_pool = WorkerPool(self.loop, self.settings.CYCLE_WORKERS, "batos-cycle")
         self.memory_pool = WorkerPool(self.loop, 1, "batos-memory")
+        self.sandbox = SandboxPool(self.settings)   # starts its warm workers
         self.metalog = MetacognitionLog(self.settings.log_path)
         self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
                             "image": self.image.path, "created": self.created_oids})
@@ -202,7 +204,8 @@ class Kernel:
     # -- services -------------------------------------------------------------------
     def ping(self) -> dict:
         return {"pong": True, "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
-                "pid": os.getpid(), "protocol": 1, "cycles_running": len(self._cancels)}
+                "pid": os.getpid(), "protocol": 1, "cycles_running": len(self._cancels),
+                "sandbox": self.sandbox.status() if self.sandbox is not None else None}
 
     async def run_cycle(self, target_oid: str, brief: dict, progress: Progress = None) -> dict:
         await self.in_worker(lambda: self._read(lambda s: s.get(target_oid) and None))
@@ -250,10 +253,10 @@ class Kernel:
 
     async def send(self, target_oid: str, selector: str, args: list, kwargs: dict,
                    progress: Progress = None) -> dict:
-        limit = self.settings.METHOD_TIMEOUT_S
-        call = lambda: self._invoke(target_oid, selector, args, kwargs)  # noqa: E731
+        if self.stopping:
+            raise Busy("the kernel is shutting down")
         try:
-            return {"value": await self.in_worker(call, limit + TIMEOUT_GRACE_S)}
+            return {"value": await self._invoke(target_oid, selector, args, kwargs)}
         except NotUnderstood as nu:
             brief = nu.brief
         result = await self.run_cycle(target_oid, brief, progress)
@@ -262,21 +265,56 @@ class Kernel:
                            f"{result['cycle_id']} that tried to teach it FAILED: {result.get('reason')}",
                            result=result, cycle_id=result["cycle_id"])
         try:
-            value = await self.in_worker(call, limit + TIMEOUT_GRACE_S)
+            value = await self._invoke(target_oid, selector, args, kwargs)
         except NotUnderstood:
             raise Internal(f"the cycle {result['cycle_id']} completed but '{selector}' "
                            "is still not understood") from None
         return {"value": value, "cycle_id": result["cycle_id"]}
 
-    def _invoke(self, target_oid: str, selector: str, args: list, kwargs: dict) -> Any:
-        def body(s: Session) -> Any:
-            obj = s.get(target_oid)
-            if obj._find_slot(selector) is None:
-                obj._doesNotUnderstand_(selector, args, kwargs)
-            value = call_with_deadline(obj._send, (selector, args, kwargs), {},
-                                       self.settings.METHOD_TIMEOUT_S, f"{target_oid}.{selector}")
-            return to_wire(value)
-        return self.image.transact(body, note=f"send {target_oid}.{selector}")
+    async def _invoke(self, target_oid: str, selector: str, args: list, kwargs: dict) -> Any:
+        """Call a method in a sandbox worker and store what it changed.
+
+        The object is read on the event loop (a ZODB read of cached objects takes
+        microseconds), so a call that changes nothing costs no thread hand-off.  Changes
+        are committed by a method worker, only if the object's slots are still the ones
+        the call saw; otherwise the call runs again on the new state (as a ZODB conflict
+        would), up to ``CONFLICT_RETRIES`` times.
+        """
+        label = f"{target_oid}.{selector}"
+        try:
+            call_args = plain.to_tree(list(args)), plain.to_tree(dict(kwargs))
+        except plain.NotPlain as exc:
+            raise BadRequest(f"the arguments are not plain data: {exc}") from None
+        for _attempt in range(CONFLICT_RETRIES + 1):
+            with self.image.reading() as s:
+                obj = s.get(target_oid)
+                found = obj._find_slot(selector)
+                if found is None:
+                    obj._doesNotUnderstand_(selector, args, kwargs)
+                if not isinstance(found[1], Method):
+                    if args or kwargs:
+                        raise MethodError(f"'{selector}' on {target_oid} is a data slot "
+                                          f"({type(found[1]).__name__}), not a method")
+                    return to_wire(found[1])
+                view, sources = obj._sandbox_view()
+                seen = obj._state_serial()
+            request = {"oid": target_oid, "selector": selector, "args": call_args[0],
+                       "kwargs": call_args[1], **view}
+            reply = await self.sandbox.call(request, sources, label)
+            if not reply["changes"] and not reply["deleted"]:
+                return reply.get("value")
+
+            def commit(s: Session) -> bool:
+                obj = s.get(target_oid)
+                if obj._state_serial() != seen:
+                    return False
+                obj._apply_changes(view, reply["changes"], reply["deleted"], label)
+                return True
+            if await self.in_worker(lambda: self.image.transact(commit, note=f"send {label}")):
+                return reply.get("value")
+            log.info("kernel: %s: the object changed during the call; running it again", label)
+        raise Internal(f"{label}: the object kept changing under the call; gave up after "
+                       f"{CONFLICT_RETRIES + 1} attempts")
 
     async def install(self, target_oid: str, selector: str, source: str) -> dict:
         event = {"event": "install", "target": target_oid, "selector": selector}
@@ -339,6 +377,7 @@ class Kernel:
         self.method_pool.shutdown(self.settings.METHOD_WORKERS)
         self.cycle_pool.shutdown(self.settings.CYCLE_WORKERS)
         self.memory_pool.shutdown(1)
+        await self.sandbox.close()
         if self.metalog is not None:
             self.metalog.write({"event": "kernel_stop", "pid": os.getpid()})
             await self.metalog.close()

@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal, Optional, Union
 
 import ormsgpack
+from batos.plain import to_wire  # noqa: F401 - part of the protocol's API
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
                       StrictStr, ValidationError)
 
@@ -242,29 +243,6 @@ def pack(message: Any) -> bytes:
 
 def unpack(frame: bytes) -> Any:
     return ormsgpack.unpackb(frame)
-
-
-def to_wire(value: Any, _depth: int = 0) -> Any:
-    """A value msgpack can carry; anything else becomes its repr()."""
-    if value is None or isinstance(value, (bool, str, bytes, float)):
-        return value
-    if isinstance(value, int):
-        return value if -(1 << 63) <= value < (1 << 64) else repr(value)
-    if _depth > 32:
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return [to_wire(v, _depth + 1) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, (str, int)) for k in value):
-        return {k: to_wire(v, _depth + 1) for k, v in value.items()}
-    return _safe_repr(value)
-
-
-def _safe_repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:  # a repr that raises still gets an answer
-        text = f"<unrepresentable {type(value).__name__}: {type(exc).__name__}>"
-    return text if len(text) <= 100_000 else text[:100_000] + "...(truncated)"
 
 
 def describe_validation_error(command: str, exc: ValidationError) -> str:

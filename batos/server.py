@@ -137,22 +137,34 @@ class Server:
             self.stopped.set()
 
     async def serve_forever(self) -> None:
-        while not self.stopped.is_set() and not self.kernel.stopping:
-            recv = asyncio.ensure_future(self.sock.recv_multipart(copy=True))
-            stop = asyncio.ensure_future(self.stopped.wait())
-            done, _ = await asyncio.wait({recv, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if recv not in done:
-                recv.cancel()
-                stop.cancel()
-                break
+        # one stop future for the whole loop (not one per message): stopping cancels the
+        # receive in progress
+        receiving: list[asyncio.Future | None] = [None]
+
+        def on_stop(_f: asyncio.Future) -> None:
+            if receiving[0] is not None:
+                receiving[0].cancel()
+        stop = asyncio.ensure_future(self.stopped.wait())
+        stop.add_done_callback(on_stop)
+        try:
+            while not self.stopped.is_set() and not self.kernel.stopping:
+                receiving[0] = recv = self.sock.recv_multipart(copy=True)
+                try:
+                    frames = await recv
+                except asyncio.CancelledError:
+                    if self.stopped.is_set():
+                        break
+                    raise
+                finally:
+                    receiving[0] = None
+                if len(frames) < 2:
+                    continue
+                try:
+                    self.handle(frames[0], frames[1:])
+                except Exception:
+                    log.exception("server: unexpected error while handling a request")
+        finally:
             stop.cancel()
-            frames = recv.result()
-            if len(frames) < 2:
-                continue
-            try:
-                self.handle(frames[0], frames[1:])
-            except Exception:
-                log.exception("server: unexpected error while handling a request")
 
     async def drain(self, timeout: float) -> None:
         """Let in-flight requests finish (cycles are already told to stop), then cancel the rest."""

@@ -3,24 +3,25 @@
 Slots live in a persistent mapping.  Reading an attribute looks in the
 object's own slots, then in its ``parents`` in order (delegation, not class
 inheritance).  Writing an attribute puts it in the slots and marks the object
-changed.  Methods are slots too: a ``Method`` holds source, compiled the first
-time it is used after a load.  A send of a selector that nothing in the
-delegation chain holds goes to ``_doesNotUnderstand_``, which turns the failed
-message into a mission brief.
+changed.  Methods are slots too: a ``Method`` holds source.  The kernel never
+runs it: ``_sandbox_view`` gives a sandbox worker what a call may see (the
+plain-data slots along the delegation chain and the methods' sources), and
+``_apply_changes`` stores what the call changed.  A send of a selector that
+nothing in the delegation chain holds goes to ``_doesNotUnderstand_``, which
+turns the failed message into a mission brief.
 """
 from __future__ import annotations
 
+import hashlib
 import time
-import types
 from typing import Any, Iterator
 
 import persistent
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
-from batos import guardian
+from batos import guardian, plain
 from batos.errors import MethodError
-from batos.methods import compile_method
 
 MAX_DELEGATION_DEPTH = 64
 
@@ -48,12 +49,13 @@ class Method(persistent.Persistent):
         self.cycle_id = cycle_id
         self.installed_at = time.time()
 
-    def function(self, label: str) -> types.FunctionType:
-        func = getattr(self, "_v_func", None)
-        if func is None:
-            func = compile_method(self.selector, self.source, label)
-            self._v_func = func
-        return func
+    def digest(self) -> str:
+        """What names this source in a sandbox worker's cache of compiled methods."""
+        d = getattr(self, "_v_digest", None)
+        if d is None:
+            d = self._v_digest = hashlib.sha256(
+                f"{self.selector}\0{self.source}".encode()).hexdigest()[:24]
+        return d
 
     def __repr__(self) -> str:
         return f"<Method {self.signature}>"
@@ -77,10 +79,7 @@ class UvmObject(persistent.Persistent):
         found = self._find_slot(name)
         if found is None:
             raise AttributeError(f"{self._label()} has no slot '{name}'")
-        owner, value = found
-        if isinstance(value, Method):
-            return types.MethodType(value.function(f"{owner._label()}.{name}"), self)
-        return value
+        return found[1]    # a Method is returned as it is: methods run only in the sandbox
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
@@ -126,20 +125,59 @@ class UvmObject(persistent.Persistent):
         return None
 
     # -- messages -----------------------------------------------------------------
-    def _send(self, selector: str, args: list, kwargs: dict) -> Any:
-        """Deliver a message: a method is called; a data slot's name with no arguments
-        returns its value; anything else goes to ``_doesNotUnderstand_``."""
-        found = self._find_slot(selector)
-        if found is None:
-            return self._doesNotUnderstand_(selector, args, kwargs)
-        owner, value = found
-        if isinstance(value, Method):
-            func = value.function(f"{owner._label()}.{selector}")
-            return func(self, *args, **kwargs)
-        if args or kwargs:
-            raise MethodError(f"'{selector}' on {self._label()} is a data slot "
-                              f"({type(value).__name__}), not a method")
-        return value
+    def _sandbox_view(self) -> tuple[dict, dict[str, tuple[str, str, str]]]:
+        """What a method call may see, in delegation order (the first holder of a name wins):
+
+        ``slots`` {name -> plain bytes} for plain data, ``methods`` {selector -> digest},
+        ``opaque`` {name -> type name} for values that do not cross (objects, the parents
+        list), ``own`` [names of this object's own plain slots]; and the sources
+        {digest -> (selector, source, label)}.
+        """
+        slots: dict[str, bytes] = {}
+        methods: dict[str, str] = {}
+        opaque: dict[str, str] = {}
+        sources: dict[str, tuple[str, str, str]] = {}
+        for owner in self._delegation_chain():
+            for key, value in owner._slots.items():
+                if key in slots or key in methods or key in opaque:
+                    continue
+                if isinstance(value, Method):
+                    digest = value.digest()
+                    methods[key] = digest
+                    sources[digest] = (key, value.source, f"{owner._label()}.{key}")
+                    continue
+                try:
+                    slots[key] = plain.encode(value)
+                except plain.NotPlain:
+                    opaque[key] = type(value).__name__
+        own = [k for k in self._slots if k in slots]
+        return {"slots": slots, "methods": methods, "opaque": opaque, "own": own}, sources
+
+    def _state_serial(self) -> bytes:
+        """The serial of the slots' last committed state (to see whether they changed since)."""
+        self._slots._p_activate()
+        return self._slots._p_serial
+
+    def _apply_changes(self, view: dict, changes: dict, deleted: list, label: str) -> None:
+        """Store what a sandboxed call changed, in the caller's transaction."""
+        for name in list(changes) + list(deleted):
+            if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
+                    or name in view["methods"] or name in view["opaque"]):
+                raise MethodError(f"{label}: the sandbox reported a change to {name!r}, "
+                                  "which a method may not change; nothing was saved")
+        values = {}
+        for name, data in changes.items():
+            try:
+                values[name] = plain.decode(data)
+            except plain.NotPlain as exc:
+                raise MethodError(f"{label}: the new value of slot {name!r} is not plain data "
+                                  f"({exc}); nothing was saved") from None
+        for name in deleted:
+            self._slots.pop(name, None)
+        for name, value in values.items():
+            self._slots[name] = value
+        if values or deleted:
+            persistent.Persistent.__setattr__(self, "_p_changed", True)
 
     def _doesNotUnderstand_(self, selector: str, args: list, kwargs: dict) -> Any:
         """Turn the failed message into a mission brief for a cognitive cycle."""

@@ -1,0 +1,339 @@
+"""RestrictedPython for installed methods: the policy, the guards, the safe modules.
+
+This is the language-level layer of the sandbox (the PersistenceGuardian's
+audit comes before it, the worker process's OS limits after it).  A method is
+compiled with RestrictedPython's transformer, extended in two ways:
+
+- the covenant line ``self._p_changed = True`` becomes ``_covenant_(self)``
+  (RestrictedPython refuses every name that starts with ``_``);
+- ``a.b += v`` and ``a[k] += v`` become ``a.b = a.b + v`` when ``a`` (and
+  ``k``) are plain names, constants or chains of them, because RestrictedPython
+  refuses augmented assignment to attributes and items outright.
+
+At run time every attribute read goes through ``guarded_getattr``, every item
+read through ``_getitem_``, every attribute or item write through
+``_write_``, and imports through ``guarded_import``, which hands out
+read-only proxies of an allowlist of pure modules.  Nothing here does I/O;
+the worker imports it before it locks itself down.
+"""
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import importlib
+import operator
+import string
+import types
+from typing import Any
+
+from RestrictedPython import compile_restricted_exec
+from RestrictedPython.Guards import guarded_iter_unpack_sequence, guarded_unpack_sequence
+from RestrictedPython.PrintCollector import PrintCollector
+from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
+
+# pure modules a method may import (and their public submodules)
+ALLOWED_MODULES = frozenset({
+    "math", "cmath", "re", "json", "datetime", "collections", "itertools", "functools",
+    "string", "statistics", "random", "decimal", "fractions", "textwrap", "operator",
+    "heapq", "bisect", "unicodedata",
+})
+
+# public names held back from the module proxies: each reaches attributes unguarded
+HIDDEN_NAMES = frozenset({
+    "string.Formatter",          # Formatter().format("{0.__class__}", x)
+    "operator.attrgetter",       # attrgetter("__globals__")(f)
+    "operator.methodcaller",     # methodcaller("format", ...)
+})
+
+# attributes refused at run time even though they have no leading underscore
+BLOCKED_ATTRS = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "gi_suspended",
+    "cr_frame", "cr_code", "cr_await", "cr_origin", "cr_running",
+    "ag_frame", "ag_code", "ag_await", "ag_running",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_generator",
+    "tb_frame", "tb_next", "func_globals", "func_code", "mro", "with_traceback",
+    "format_map", "vformat", "get_field", "obj",
+})
+
+_WRITABLE = (list, dict, set, bytearray)   # and their subclasses (deque, Counter, ...)
+
+
+class SandboxViolation(Exception):
+    """Something a method may not do; raised at run time by a guard."""
+
+
+# ------------------------------------------------------------------ the policy
+
+def _is_covenant(stmt: ast.AST) -> bool:
+    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+            and isinstance(stmt.targets[0], ast.Attribute)
+            and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == "self"
+            and stmt.targets[0].attr == "_p_changed"
+            and isinstance(stmt.value, ast.Constant) and stmt.value.value is True)
+
+
+def _pure(node: ast.AST) -> bool:
+    """An expression that can be evaluated twice with the same result and no effects."""
+    if isinstance(node, (ast.Name, ast.Constant)):
+        return True
+    if isinstance(node, ast.Attribute):
+        return _pure(node.value)
+    if isinstance(node, ast.Subscript):
+        return _pure(node.value) and _pure(node.slice)
+    if isinstance(node, ast.UnaryOp):
+        return _pure(node.operand)
+    return False
+
+
+class _Load(ast.NodeTransformer):
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        if hasattr(node, "ctx"):
+            node.ctx = ast.Load()
+        return super().generic_visit(node)
+
+
+class MethodPolicy(RestrictingNodeTransformer):
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        if _is_covenant(node):
+            call = ast.Call(func=ast.Name("_covenant_", ast.Load()),
+                            args=[ast.Name("self", ast.Load())], keywords=[])
+            new = ast.Expr(call)
+            copy_locations(new, node)
+            copy_locations(call, node)
+            ast.fix_missing_locations(new)
+            return new
+        return super().visit_Assign(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        t = node.target
+        if isinstance(t, (ast.Attribute, ast.Subscript)) and _pure(t.value) and (
+                not isinstance(t, ast.Subscript) or _pure(t.slice)):
+            load = _Load().visit(copy.deepcopy(t))
+            value = ast.BinOp(left=load, op=node.op, right=node.value)
+            new = ast.Assign(targets=[t], value=value)
+            copy_locations(new, node)
+            copy_locations(value, node)
+            ast.fix_missing_locations(new)
+            return self.visit(new)
+        return super().visit_AugAssign(node)
+
+
+def compile_source(source: str, label: str) -> tuple[types.CodeType | None, list[str]]:
+    """(code, []) or (None, [errors]): RestrictedPython's compile of a method's source."""
+    try:
+        result = compile_restricted_exec(source, filename=f"<method {label}>", policy=MethodPolicy)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        return None, [f"RestrictedPython cannot compile the method: {type(exc).__name__}: {exc}"]
+    if result.errors:
+        return None, [f"RestrictedPython: {e}" for e in result.errors]
+    return result.code, []
+
+
+# ------------------------------------------------------------------ the guards
+
+class SafeModule:
+    """A read-only view of an allowed module: its public names, minus the hidden
+    ones and minus any module that is not itself allowed."""
+
+    __slots__ = ("_name", "_names")
+
+    def __init__(self, name: str, names: dict[str, Any]):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_names", names)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._names[name]
+        except KeyError:
+            raise AttributeError(f"module '{self._name}' has no attribute '{name}' "
+                                 "(or it is not available to methods)") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise SandboxViolation(f"module '{self._name}' is read-only in a method")
+
+    __delattr__ = __setattr__
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._names)
+
+    def __repr__(self) -> str:
+        return f"<module '{self._name}'>"
+
+
+_proxies: dict[str, SafeModule] = {}
+
+
+def safe_module(name: str) -> SafeModule:
+    """The proxy of an allowed module (built once per process)."""
+    proxy = _proxies.get(name)
+    if proxy is None:
+        if name.split(".")[0] not in ALLOWED_MODULES:
+            raise ImportError(f"import of '{name}' is not allowed in a method "
+                              f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})")
+        module = importlib.import_module(name)
+        names: dict[str, Any] = {}
+        _proxies[name] = proxy = SafeModule(name, names)   # before filling: modules can cycle
+        for attr in dir(module):
+            if attr.startswith("_") or f"{name}.{attr}" in HIDDEN_NAMES:
+                continue
+            value = getattr(module, attr)
+            if isinstance(value, types.ModuleType):
+                sub = value.__name__
+                if sub.split(".")[0] in ALLOWED_MODULES and not sub.split(".")[-1].startswith("_"):
+                    names[attr] = safe_module(sub)
+                continue
+            names[attr] = value
+    return proxy
+
+
+def guarded_import(name: str, globals: Any = None, locals: Any = None,
+                   fromlist: Any = (), level: int = 0) -> SafeModule:
+    if level != 0 or not isinstance(name, str):
+        raise ImportError("relative imports are not allowed in a method")
+    if fromlist:
+        return safe_module(name)
+    return safe_module(name.split(".")[0])
+
+
+def _check_template(template: str) -> None:
+    """Refuse format fields that reach into attributes or items ('{0.x}', '{0[k]}')."""
+    for _text, field, spec, _conv in string.Formatter().parse(template):
+        if field is not None and ("." in field or "[" in field):
+            raise SandboxViolation(f"format field {{{field}}} reaches into an attribute or item; "
+                                   "methods may only use plain fields like {0} or {name}")
+        if spec:
+            _check_template(spec)
+
+
+def _safe_format(template: str, *args: Any, **kwargs: Any) -> str:
+    _check_template(template)
+    return template.format(*args, **kwargs)
+
+
+def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
+    """``getattr`` for methods: no private names, no frames or code, no real modules."""
+    if not isinstance(name, str):
+        raise TypeError("attribute name must be a string")
+    if name.startswith("_") or name in BLOCKED_ATTRS:
+        raise SandboxViolation(f"access to the attribute '{name}' is not allowed in a method")
+    hook = getattr(type(obj), "_sandbox_getattr_", None)
+    try:
+        if hook is not None:
+            return hook(obj, name)
+        if name == "format" and (obj is str or isinstance(obj, str)):
+            return _safe_format if obj is str else (lambda *a, **k: _safe_format(obj, *a, **k))
+        value = getattr(obj, name)
+    except AttributeError:
+        if default:
+            return default[0]
+        raise
+    if isinstance(value, (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)):
+        raise SandboxViolation(f"the attribute '{name}' leads out of the sandbox")
+    return value
+
+
+def guarded_hasattr(obj: Any, name: str) -> bool:
+    try:
+        guarded_getattr(obj, name)
+    except (AttributeError, SandboxViolation):
+        return False
+    return True
+
+
+def guarded_write(obj: Any) -> Any:
+    """The object a method may assign attributes or items on."""
+    if isinstance(obj, _WRITABLE) or getattr(type(obj), "_sandbox_writable_", False):
+        return obj
+    raise SandboxViolation(f"a method may not change attributes or items of a {type(obj).__name__}")
+
+
+def guarded_setattr(obj: Any, name: str, value: Any) -> None:
+    if not isinstance(name, str) or name.startswith("_"):
+        raise SandboxViolation("setattr() may only set public slots")
+    setattr(guarded_write(obj), name, value)
+
+
+def guarded_delattr(obj: Any, name: str) -> None:
+    if not isinstance(name, str) or name.startswith("_"):
+        raise SandboxViolation("delattr() may only delete public slots")
+    delattr(guarded_write(obj), name)
+
+
+def guarded_type(*args: Any) -> type:
+    if len(args) != 1:
+        raise SandboxViolation("type() takes one argument in a method (it may not create classes)")
+    return type(args[0])
+
+
+def _getitem(obj: Any, key: Any) -> Any:
+    return obj[key]
+
+
+def _apply(func: Any, *args: Any, **kwargs: Any) -> Any:
+    return func(*args, **kwargs)
+
+
+_INPLACE = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "<<=": operator.ilshift,
+    ">>=": operator.irshift, "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor,
+    "@=": operator.imatmul,
+}
+
+
+def _inplacevar(op: str, x: Any, y: Any) -> Any:
+    return _INPLACE[op](x, y)
+
+
+class QuietPrintCollector(PrintCollector):
+    """print() in a method: collected (bounded) and dropped; there is no terminal."""
+
+    LIMIT = 64 * 1024
+
+    def write(self, text: str) -> None:
+        if sum(len(t) for t in self.txt) < self.LIMIT:
+            self.txt.append(text[: self.LIMIT])
+
+
+_SAFE_NAMES = (
+    "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
+    "complex", "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset",
+    "hash", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max",
+    "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice",
+    "sorted", "str", "sum", "tuple", "zip", "None", "True", "False", "NotImplemented", "Ellipsis",
+    "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError",
+    "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError",
+    "RecursionError", "RuntimeError", "StopIteration", "TypeError", "UnicodeError",
+    "ValueError", "ZeroDivisionError",
+)
+
+
+def method_globals(selector: str, covenant: Any) -> dict[str, Any]:
+    """A fresh namespace for one method: its own copy of the safe builtins, so that
+    one method cannot change another's."""
+    safe = {n: getattr(builtins, n) for n in _SAFE_NAMES}
+    safe.update({
+        "getattr": guarded_getattr, "hasattr": guarded_hasattr, "setattr": guarded_setattr,
+        "delattr": guarded_delattr, "type": guarded_type, "__import__": guarded_import,
+    })
+    return {
+        "__builtins__": safe, "__name__": f"batos.method.{selector}",
+        "_getattr_": guarded_getattr, "_getitem_": _getitem, "_write_": guarded_write,
+        "_getiter_": iter, "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence, "_apply_": _apply,
+        "_inplacevar_": _inplacevar, "_print_": QuietPrintCollector, "_covenant_": covenant,
+    }
+
+
+def load_method(selector: str, source: str, label: str, covenant: Any) -> types.FunctionType:
+    """The function ``source`` defines, compiled restricted and run in fresh globals."""
+    code, errors = compile_source(source, label)
+    if code is None:
+        raise SandboxViolation("; ".join(errors))
+    namespace = method_globals(selector, covenant)
+    exec(code, namespace)  # noqa: S102 - restricted code, guarded namespace
+    func = namespace.get(selector)
+    if not isinstance(func, types.FunctionType):
+        raise SandboxViolation(f"the source of {label} does not define a function '{selector}'")
+    return func
