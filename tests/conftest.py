@@ -134,3 +134,28 @@ def kernel(make_kernel) -> KernelProcess:
 def conn(kernel):
     with kernel.connect() as c:
         yield c
+
+
+def call_in_sandbox(image, oid: str, selector: str, *args, **kwargs):
+    """Run an installed method of an object in ``image`` through a real sandbox worker,
+    as the kernel does (for tests that work on an image without a kernel process).
+    Returns (value, changes, deleted)."""
+    import asyncio
+
+    import config
+    from batos import plain
+    from batos.sandbox.pool import SandboxPool
+
+    with image.reading() as s:
+        view, sources = s.get(oid)._sandbox_view()
+
+    async def go():
+        pool = SandboxPool(config.load({}))
+        try:
+            request = {"oid": oid, "selector": selector, "args": plain.to_tree(list(args)),
+                       "kwargs": plain.to_tree(kwargs), **view}
+            return await pool.call(request, sources, f"{oid}.{selector}")
+        finally:
+            await pool.close()
+    reply = asyncio.run(go())
+    return reply["value"], reply["changes"], reply["deleted"]

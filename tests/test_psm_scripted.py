@@ -6,6 +6,7 @@ import config
 from batos import genesis
 from batos.image import Image
 from batos.psm import PrototypalStateMachine, extract_method
+from tests.conftest import call_in_sandbox
 from tests.scripted import ScriptedModel
 
 UPPER = "```python\ndef to_upper(self, text):\n    \"\"\"Upper-case.\"\"\"\n    return text.upper()\n```"
@@ -41,9 +42,8 @@ def test_cycle_walks_the_seven_states_and_installs_the_method(image):
                                               "VALIDATING", "COMPLETE"]
     assert [c["persona"] for c in model.calls] == ["BRICK", "ALFRED"]
     assert cycle.queries == ["how"]
+    assert call_in_sandbox(image, "genesis_obj", "to_upper", "abc")[0] == "ABC"
     with image.reading() as s:
-        g = s.get("genesis_obj")
-        assert g.to_upper("abc") == "ABC"
         assert s.root["cycles"]["c1"]["selector"] == "to_upper"
     states = [e["state"] for e in events if e["event"] == "state"]
     assert states == ["IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE"]
