@@ -46,7 +46,8 @@ MUTATORS = frozenset({
 })
 
 ATTR_FUNCS = frozenset({"getattr", "setattr", "delattr", "hasattr"})
-_FORMAT_REACH = re.compile(r"\{[^{}]*[.\[][^{}]*\}")
+_FORMAT_REACH = re.compile(r"\{[^{}:!]*[.\[][^{}]*\}")   # '{0.x}', '{a[k]}'; not '{:.2f}'
+
 
 
 @dataclasses.dataclass

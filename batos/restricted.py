@@ -2,10 +2,11 @@
 
 This is the language-level layer of the sandbox (the PersistenceGuardian's
 audit comes before it, the worker process's OS limits after it).  A method is
-compiled with RestrictedPython's transformer, extended in two ways:
+compiled with RestrictedPython's transformer, extended in three ways:
 
 - the covenant line ``self._p_changed = True`` becomes ``_covenant_(self)``
   (RestrictedPython refuses every name that starts with ``_``);
+- ``nonlocal`` is allowed (a closure's counter is ordinary code);
 - ``a.b += v`` and ``a[k] += v`` become ``a.b = a.b + v`` when ``a`` (and
   ``k``) are plain names, constants or chains of them, because RestrictedPython
   refuses augmented assignment to attributes and items outright.
@@ -94,6 +95,13 @@ class _Load(ast.NodeTransformer):
 
 
 class MethodPolicy(RestrictingNodeTransformer):
+    def visit_Nonlocal(self, node: ast.Nonlocal) -> Any:
+        """Allowed (RestrictedPython refuses it): it binds a name of the enclosing
+        function, nothing more; the names are checked like any other."""
+        for name in node.names:
+            self.check_name(node, name)
+        return node
+
     def visit_Assign(self, node: ast.Assign) -> Any:
         if _is_covenant(node):
             call = ast.Call(func=ast.Name("_covenant_", ast.Load()),
