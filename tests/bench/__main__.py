@@ -2,7 +2,12 @@
 
     start-to-ping       process start until the first ping is answered (no model loaded)
     ping                round trip of ping (p50/p99)
-    send_message        round trip to an installed method (p50/p99), one request at a time
+    send_message        round trip to an installed method (p50/p99), one request at a time:
+                        client -> kernel -> sandbox worker -> kernel -> client
+    jupyter             a Jupyter (ipykernel) execute round trip calling the same function,
+                        measured in the same run, and send_message's p50 as a ratio of it
+    sandbox             a method call that writes state (the commit included), and the time
+                        to replace a worker killed for running past its deadline
     pipelined           send_message throughput with many requests in flight
     cycle               a cognitive cycle with the embedded model (cold: includes model load)
     missions            tests/missions.py through real cycles: pass rate and median cycle time
@@ -72,6 +77,50 @@ def bench_round_trips(conn, n: int) -> dict:
         done += 1
     out["pipelined_per_s"] = total / (time.perf_counter() - t0)
     return out
+
+
+def bench_jupyter(n: int) -> dict:
+    """An ipykernel's execute round trip: execute_request until its execute_reply."""
+    from jupyter_client.manager import start_new_kernel
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        kc.execute_interactive("def add(a, b):\n    return a + b\n", timeout=30)
+        times = []
+        for i in range(200 + n):
+            t0 = time.perf_counter()
+            msg_id = kc.execute(f"add({i}, 1)", store_history=False)
+            while kc.get_shell_msg(timeout=10)["parent_header"].get("msg_id") != msg_id:
+                pass
+            if i >= 200:     # after a warm-up
+                times.append(time.perf_counter() - t0)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return {"jupyter_execute_p50_s": pct(times, 0.5), "jupyter_execute_p99_s": pct(times, 0.99)}
+
+
+def bench_sandbox(conn, n: int) -> dict:
+    """A call that writes state (so the commit is in it), and a runaway worker's replacement."""
+    bump = "def bump(self):\n    self.hits = self.hits + 1 if hasattr(self, 'hits') else 1\n" \
+           "    self._p_changed = True\n    return self.hits\n"
+    conn.call("install_method", target_oid="genesis_obj", selector="bump", source=bump)
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.call("send_message", target_oid="genesis_obj", selector="bump")
+        times.append(time.perf_counter() - t0)
+    spin = "def spin(self):\n    while True:\n        pass\n"
+    conn.call("install_method", target_oid="genesis_obj", selector="spin", source=spin)
+    t0 = time.perf_counter()
+    try:
+        conn.call("send_message", target_oid="genesis_obj", selector="spin", timeout_s=30)
+    except Exception:
+        pass
+    timed_out = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    conn.call("send_message", target_oid="genesis_obj", selector="add", args=[1, 2])
+    return {"send_write_p50_s": pct(times, 0.5), "send_write_p99_s": pct(times, 0.99),
+            "runaway_answer_s": timed_out, "after_runaway_s": time.perf_counter() - t0}
 
 
 def bench_cycle(k: KernelProcess) -> dict:
@@ -254,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             with k.connect() as conn:
                 conn.call("install_method", target_oid="genesis_obj", selector="add", source=ADD)
                 results.update(bench_round_trips(conn, args.n))
+                results.update(bench_sandbox(conn, min(args.n, 1000)))
+            results.update(bench_jupyter(min(args.n, 2000)))
+            results["send_to_jupyter_ratio"] = results["send_p50_s"] / results["jupyter_execute_p50_s"]
             if not args.quick:
                 results.update(bench_cycle(k))
                 results.update(bench_translation(k))
@@ -273,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ping round trip          p50 {ms(results['ping_p50_s'])}   p99 {ms(results['ping_p99_s'])}")
     print(f"  send_message round trip  p50 {ms(results['send_p50_s'])}   p99 {ms(results['send_p99_s'])}"
           f"   (target p50 <= 1 ms)")
+    print(f"  Jupyter execute          p50 {ms(results['jupyter_execute_p50_s'])}   p99 "
+          f"{ms(results['jupyter_execute_p99_s'])}   (same run, same machine)")
+    print(f"  send_message / Jupyter   {results['send_to_jupyter_ratio']:.3f} at p50 (target <= 0.25)")
+    print(f"  send_message, writing    p50 {ms(results['send_write_p50_s'])}   p99 "
+          f"{ms(results['send_write_p99_s'])} (the call stores a slot: commit and fsync included)")
+    print(f"  runaway method           Timeout after {results['runaway_answer_s']:.2f} s; the next call "
+          f"took {ms(results['after_runaway_s'])}")
     print(f"  crash to serving         p50 {results['crash_to_serving_p50_s']:.2f} s   max "
           f"{results['crash_to_serving_max_s']:.2f} s (kill -9 until a new kernel answers; target <= 1 s)")
     print(f"  upgrade downtime         {results['upgrade_downtime_s']:.2f} s (stop, backup, one step, "
