@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -303,18 +304,22 @@ class Kernel:
             reply = await self.sandbox.call(request, sources, label)
             if not reply["changes"] and not reply["deleted"]:
                 return reply.get("value")
-
-            def commit(s: Session) -> bool:
-                obj = s.get(target_oid)
-                if obj._state_serial() != seen:
-                    return False
-                obj._apply_changes(view, reply["changes"], reply["deleted"], label)
-                return True
-            if await self.in_worker(lambda: self.image.transact(commit, note=f"send {label}")):
+            commit = functools.partial(self._commit_call, target_oid, seen, view, reply, label)
+            if await self.in_worker(functools.partial(self.image.transact, commit, note=f"send {label}")):
                 return reply.get("value")
             log.info("kernel: %s: the object changed during the call; running it again", label)
         raise Internal(f"{label}: the object kept changing under the call; gave up after "
                        f"{CONFLICT_RETRIES + 1} attempts")
+
+    @staticmethod
+    def _commit_call(target_oid: str, seen: bytes, view: dict, reply: dict, label: str,
+                     s: Session) -> bool:
+        """Store a call's changes if the object's slots are still those the call saw."""
+        obj = s.get(target_oid)
+        if obj._state_serial() != seen:
+            return False
+        obj._apply_changes(view, reply["changes"], reply["deleted"], label)
+        return True
 
     async def install(self, target_oid: str, selector: str, source: str) -> dict:
         event = {"event": "install", "target": target_oid, "selector": selector}

@@ -92,7 +92,7 @@ def test_state_follows_the_covenant_and_survives_a_restart(tmp_path):
         assert k.stop() == 0
         k.start()
         with k.connect() as conn:
-            send = lambda sel, *a: conn.call("send_message", target_oid="genesis_obj",  # noqa: E731
+            send = lambda sel, *a: conn.call("send_message", target_oid="genesis_obj",
                                              selector=sel, args=list(a))["value"]
             assert send("count") == 7
             assert send("notes") == ["milk", "eggs"]

@@ -141,7 +141,7 @@ class SandboxWorker:
             except OSError as exc:    # a broken pipe: the worker is gone
                 raise WorkerGone(f"the sandbox worker is gone ({exc.strerror})") from None
             writable = loop.create_future()
-            loop.add_writer(self.wfd, lambda: writable.done() or writable.set_result(None))
+            loop.add_writer(self.wfd, lambda w=writable: w.done() or w.set_result(None))
             try:
                 await asyncio.wait([writable, deadline], return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -278,7 +278,7 @@ class SandboxPool:
                 raise Busy("no sandbox worker became free in time; every worker is busy")
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         worker = self._idle.pop()
         self._busy += 1

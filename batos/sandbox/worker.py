@@ -41,7 +41,7 @@ class Deadline(BaseException):
 class CallState:
     """What one call may see and what it changed: the view of its object."""
 
-    def __init__(self, worker: "Worker", req: dict):
+    def __init__(self, worker: Worker, req: dict):
         self.worker = worker
         self.oid: str = req["oid"]
         self.slots: dict[str, bytes] = req.get("slots") or {}       # {name -> plain bytes}
@@ -267,8 +267,10 @@ def _warm_up() -> None:
     for name in sorted(restricted.ALLOWED_MODULES):
         restricted.safe_module(name)
     import datetime
-    import encodings.ascii, encodings.latin_1, encodings.utf_16, encodings.utf_32  # noqa: E401,F401
-    import encodings.cp1252, encodings.unicode_escape, encodings.raw_unicode_escape  # noqa: E401,F401
+    import importlib
+    for codec in ("ascii", "latin_1", "utf_16", "utf_32", "cp1252", "unicode_escape",
+                  "raw_unicode_escape", "idna", "punycode"):
+        importlib.import_module(f"encodings.{codec}")
     datetime.datetime.strptime("2024-01-02 03:04", "%Y-%m-%d %H:%M")
     time.strptime("2024", "%Y")
     time.tzset()
