@@ -31,6 +31,11 @@ from batos.errors import Busy, Internal, MethodError, Timeout
 
 log = logging.getLogger("batos.sandbox")
 HEADER = struct.Struct(">I")
+# A call alone in the pool waits for its reply by polling the pipe for this long before
+# it yields to the event loop: a worker answers a small call in about 0.1 ms, and
+# staying on the CPU saves the loop's own wake-up (measured: p50 0.08 ms of ~0.9 ms).
+# With other calls in flight the loop yields at once, so throughput is not spent on it.
+SPIN_S = 200e-6
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "
          "from batos.sandbox.worker import main; sys.exit(main())")
 
@@ -68,7 +73,7 @@ class SandboxWorker:
         self.layers: list[str] = []
         self.dead = False
 
-    async def exchange(self, message: dict | None, timeout: float) -> dict:
+    async def exchange(self, message: dict | None, timeout: float, spin: bool = False) -> dict:
         """Send ``message`` (None: only read) and read one reply frame; TimeoutError
         past ``timeout`` seconds.  (A timer, not ``wait_for``: no task per call.)"""
         loop = asyncio.get_running_loop()
@@ -78,11 +83,12 @@ class SandboxWorker:
             if message is not None:
                 body = ormsgpack.packb(message)
                 await self._write(loop, memoryview(HEADER.pack(len(body)) + body), fut)
-            return await self._read_reply(loop, fut)
+            return await self._read_reply(loop, fut, spin)
         finally:
             timer.cancel()
 
-    async def _read_reply(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> dict:
+    async def _read_reply(self, loop: asyncio.AbstractEventLoop, fut: asyncio.Future,
+                          spin: bool) -> dict:
         buf = bytearray()
         need = [HEADER.size, None]      # [bytes wanted, body size once the header is in]
 
@@ -115,6 +121,10 @@ class SandboxWorker:
                     fut.set_result(bytes(buf[HEADER.size:need[0]]))
 
         readable()                         # the reply may already be there
+        if spin:
+            spin_until = time.perf_counter() + SPIN_S
+            while not fut.done() and time.perf_counter() < spin_until:
+                readable()
         if not fut.done():
             loop.add_reader(self.rfd, readable)
         try:
@@ -317,7 +327,8 @@ class SandboxPool:
             request["sources"] = missing
             request["timeout"] = timeout
             try:
-                reply = await worker.exchange(request, timeout + self.settings.SANDBOX_KILL_GRACE_S)
+                reply = await worker.exchange(request, timeout + self.settings.SANDBOX_KILL_GRACE_S,
+                                              spin=self._busy == 1)
             except TimeoutError:
                 log.warning("sandbox: %s: worker %d ran past the deadline; killed", label, worker.pid)
                 raise Timeout(f"{label} ran past its time limit of {timeout:g}s "
