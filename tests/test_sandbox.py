@@ -186,3 +186,22 @@ def test_ping_reports_the_sandbox_layers(red):
     assert {"restricted-python", "RLIMIT_AS", "RLIMIT_CPU", "RLIMIT_NOFILE", "RLIMIT_NPROC",
             "RLIMIT_FSIZE", "seccomp"} <= set(sandbox["layers"])
     assert sandbox["error"] is None
+
+
+def test_workers_die_with_the_kernel(tmp_path):
+    import psutil
+    k = KernelProcess(tmp_path / "home")
+    k.start()
+    try:
+        with k.connect() as conn:
+            conn.call("install_method", target_oid="genesis_obj", selector="one",
+                      source="def one(self):\n    return 1\n")
+            assert conn.call("send_message", target_oid="genesis_obj", selector="one")["value"] == 1
+        workers = [p for p in psutil.Process(k.proc.pid).children() if "batos.sandbox.worker" in
+                   " ".join(p.cmdline())]
+        assert workers, "the kernel runs its methods in worker processes"
+        assert all(p.environ() == {"LC_ALL": "C.UTF-8"} for p in workers)
+    finally:
+        k.kill()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived a kill -9 of the kernel: {[p.pid for p in alive]}"
