@@ -7,9 +7,10 @@ compiled with RestrictedPython's transformer, extended in three ways:
 - the covenant line ``self._p_changed = True`` becomes ``_covenant_(self)``
   (RestrictedPython refuses every name that starts with ``_``);
 - ``nonlocal`` is allowed (a closure's counter is ordinary code);
-- ``a.b += v`` and ``a[k] += v`` become ``a.b = a.b + v`` when ``a`` (and
-  ``k``) are plain names, constants or chains of them, because RestrictedPython
-  refuses augmented assignment to attributes and items outright.
+- ``a.b += v`` and ``a[k] += v`` become ``a.b = a.b + v`` and
+  ``a[k] = a[k] + v`` (an ``a`` or ``k`` with calls in it is evaluated once,
+  into a local, first), because RestrictedPython refuses augmented assignment
+  to attributes and items outright.
 
 At run time every attribute read goes through ``guarded_getattr``, every item
 read through ``_getitem_``, every attribute or item write through
@@ -118,16 +119,25 @@ class MethodPolicy(RestrictingNodeTransformer):
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
         t = node.target
-        if isinstance(t, (ast.Attribute, ast.Subscript)) and _pure(t.value) and (
-                not isinstance(t, ast.Subscript) or _pure(t.slice)):
-            load = _Load().visit(copy.deepcopy(t))
-            value = ast.BinOp(left=load, op=node.op, right=node.value)
-            new = ast.Assign(targets=[t], value=value)
-            copy_locations(new, node)
-            copy_locations(value, node)
-            ast.fix_missing_locations(new)
-            return self.visit(new)
-        return super().visit_AugAssign(node)
+        if not isinstance(t, (ast.Attribute, ast.Subscript)) or isinstance(
+                getattr(t, "slice", None), ast.Slice):
+            return super().visit_AugAssign(node)
+        prelude: list[ast.stmt] = []
+        t = copy.deepcopy(t)
+        # evaluate an impure object or key once, into a local, as Python itself does
+        parts = [("value", t.value)] + ([("slice", t.slice)] if isinstance(t, ast.Subscript) else [])
+        for field, expr in parts:
+            if not _pure(expr):
+                tmp = f"augmented_{field}_{node.lineno}_{node.col_offset}"
+                prelude.append(ast.Assign(targets=[ast.Name(tmp, ast.Store())], value=expr))
+                setattr(t, field, ast.Name(tmp, ast.Load()))
+        load = _Load().visit(copy.deepcopy(t))
+        stmts = prelude + [ast.Assign(targets=[t], value=ast.BinOp(left=load, op=node.op,
+                                                                   right=node.value))]
+        for stmt in stmts:
+            copy_locations(stmt, node)
+            ast.fix_missing_locations(stmt)
+        return [self.visit(stmt) for stmt in stmts]
 
 
 def compile_source(source: str, label: str) -> tuple[types.CodeType | None, list[str]]:

@@ -301,6 +301,15 @@ BENIGN: list[tuple[str, str, list, dict, object]] = [
      "getattr_constant", ""), [], {}, ["none", True, "genesis"]),
     ("slot_read", m("return self.doc.split(' ')[:2]", "slot_read", ""), [], {}, ["The", "first"]),
     ("returns_none", m("x = 1", "returns_none", ""), [], {}, None),
+    ("augmented_items", m("""
+        counts = {}
+        for word in words:
+            counts[word.lower()] = counts.get(word.lower(), 0)
+            counts[word.lower()] += 1
+        grid = [[0, 0], [0, 0]]
+        grid[len(grid) - 1][0] += 3
+        return [counts, grid]""", "augmented_items", "words"), [["A", "a", "b"]], {},
+     [{"a": 2, "b": 1}, [[0, 0], [3, 0]]]),
     ("big_but_bounded", m("return sum(i * i for i in range(n))", "big_but_bounded", "n"),
      [200000], {}, sum(i * i for i in range(200000))),
 ]
