@@ -205,3 +205,24 @@ def test_workers_die_with_the_kernel(tmp_path):
         k.kill()
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, f"workers outlived a kill -9 of the kernel: {[p.pid for p in alive]}"
+
+
+def test_replies_too_large_and_values_that_cannot_be_stored_are_clear_errors(red):
+    cases = {
+        "huge_value": ("def huge_value(self):\n    return 'x' * 2000000\n", "MAX_MESSAGE_BYTES"),
+        "huge_slot": ("def huge_slot(self):\n    self.pile = 'x' * 2000000\n    self._p_changed = True\n"
+                      "    return 1\n", "MAX_MESSAGE_BYTES"),
+        "too_deep": ("def too_deep(self):\n    x = []\n    for i in range(500):\n        x = [x]\n"
+                     "    self.nest = x\n    self._p_changed = True\n    return 1\n", "nested deeper"),
+        "keep_a_generator": ("def keep_a_generator(self):\n    self.gen = (i for i in range(3))\n"
+                             "    self._p_changed = True\n    return 1\n", "not plain data"),
+    }
+    with red.connect() as conn:
+        for selector, (source, why) in cases.items():
+            conn.call("install_method", target_oid="genesis_obj", selector=selector, source=source)
+            with pytest.raises(KernelError) as info:
+                conn.call("send_message", target_oid="genesis_obj", selector=selector)
+            assert info.value.type == "MethodError" and why in info.value.message, info.value.message
+            assert selector in info.value.message
+        slots = conn.call("describe", target_oid="genesis_obj")["slots"]
+        assert not {"pile", "nest", "gen"} & set(slots)

@@ -182,12 +182,12 @@ class Worker:
             got += len(chunk)
         return b"".join(chunks)
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict, label: str = "the call") -> None:
         body = ormsgpack.packb(message)
         if len(body) > self.max_reply:
-            body = ormsgpack.packb({"ok": False, "type": "MethodError", "exception": "",
-                                    "message": f"the reply is larger than {self.max_reply} bytes "
-                                               "(MAX_MESSAGE_BYTES)"})
+            body = ormsgpack.packb(_error(
+                "MethodError", f"{label}: its reply (the value and the changed slots) is larger than "
+                f"{self.max_reply} bytes (MAX_MESSAGE_BYTES); nothing was saved", "ReplyTooLarge"))
         data = HEADER.pack(len(body)) + body
         view = memoryview(data)
         while view:
@@ -206,7 +206,7 @@ class Worker:
                 self.sources[digest] = (selector, source, label)
             reply = self.call(req)
             reply["cpu_s"] = round(_cpu_seconds(), 3)
-            self.send(reply)
+            self.send(reply, f"{req.get('oid')}.{req.get('selector')}")
 
     # -- one call -----------------------------------------------------------------
     def call(self, req: dict) -> dict:
