@@ -191,6 +191,10 @@ def install_seccomp() -> None:
         raise LockdownError(f"the kernel refused the seccomp filter: {os.strerror(err)}")
 
 
+HINT = ("; set BATOS_SANDBOX_REQUIRE_SECCOMP=0 to run methods behind RestrictedPython and the "
+        "resource limits only")
+
+
 def lock_down(*, memory_mb: int, cpu_s: int, keep_fds: set[int], require_seccomp: bool) -> list[str]:
     """Everything above, in order; returns the layers in place.  Raises LockdownError
     when a required layer cannot be set."""
@@ -202,7 +206,7 @@ def lock_down(*, memory_mb: int, cpu_s: int, keep_fds: set[int], require_seccomp
     try:
         install_seccomp()
         layers.append("seccomp")
-    except LockdownError:
+    except LockdownError as exc:
         if require_seccomp:
-            raise
+            raise LockdownError(f"{exc}{HINT}") from None
     return layers
