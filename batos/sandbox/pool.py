@@ -247,6 +247,11 @@ class SandboxPool:
             hello = await worker.exchange(None, self.settings.SANDBOX_START_TIMEOUT_S)
             if not hello.get("hello"):
                 raise WorkerLost(f"the sandbox worker could not lock itself down: {hello.get('error')}")
+        except asyncio.CancelledError:      # the pool is closing
+            self._starting -= 1
+            if worker is not None:
+                worker.kill()
+            raise
         except (WorkerLost, OSError, TimeoutError) as exc:
             text = "no hello in time" if isinstance(exc, TimeoutError) else str(exc)
             log.error("sandbox: cannot start a worker: %s", text)
