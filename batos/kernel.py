@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import config
 from batos import __version__, codex, genesis, guardian, plain
-from batos.errors import BadRequest, Busy, Internal, MethodError, Rejected, Timeout
+from batos.errors import BadRequest, Busy, Internal, MethodError, Rejected
 from batos.image import Image, ImageError, Session
 from batos.llm import GenerationError, Models, ModelUnavailable
 from batos.metalog import MetacognitionLog
@@ -188,19 +188,10 @@ class Kernel:
                 listener(event)
 
     # -- running work off the loop ------------------------------------------------------
-    async def in_worker(self, fn: Callable[[], Any], wait_s: float | None = None) -> Any:
+    async def in_worker(self, fn: Callable[[], Any]) -> Any:
         if self.stopping:
             raise Busy("the kernel is shutting down")
-        fut = self.method_pool.submit(fn)
-        if wait_s is None:
-            return await fut
-        try:
-            return await asyncio.wait_for(fut, wait_s)
-        except asyncio.TimeoutError:
-            log.error("kernel: a method worker did not come back within %.1fs; it is written off",
-                      wait_s)
-            self.method_pool.write_off()
-            raise Timeout(f"the call did not finish within {wait_s:g}s") from None
+        return await self.method_pool.submit(fn)
 
     # -- services -------------------------------------------------------------------
     def ping(self) -> dict:

@@ -3,9 +3,8 @@
 A lean pool: a job is a plain function; its result comes back to the loop
 through ``call_soon_threadsafe`` (about half the hop time of a
 ThreadPoolExecutor with ``wrap_future`` here).  Each thread keeps its own ZODB
-session (``Image.session`` is thread-local).  A job that never comes back can
-be written off: a replacement thread starts, and the stuck one leaves the pool
-if it ever returns.
+session (``Image.session`` is thread-local).  Jobs here are short (reads,
+installs, commits): methods run in the sandbox's processes, not in these threads.
 """
 from __future__ import annotations
 
@@ -25,7 +24,6 @@ class WorkerPool:
         self.name = name
         self._queue: queue.SimpleQueue = queue.SimpleQueue()   # (future, fn) or _STOP
         self._lock = threading.Lock()
-        self._excess = 0          # threads to retire: one per written-off job
         self._count = 0
         for _ in range(size):
             self._spawn()
@@ -41,14 +39,8 @@ class WorkerPool:
         self._queue.put((fut, fn))
         return fut
 
-    def write_off(self) -> None:
-        """A job will not come back in time: keep the pool's strength with a new thread."""
-        with self._lock:
-            self._excess += 1
-        self._spawn()
-
     def shutdown(self, n_threads: int) -> None:
-        for _ in range(n_threads + self._excess):
+        for _ in range(n_threads):
             self._queue.put(_STOP)
 
     def _work(self) -> None:
@@ -63,10 +55,6 @@ class WorkerPool:
                 self._resolve(fut, None, exc)
             else:
                 self._resolve(fut, result, None)
-            with self._lock:
-                if self._excess > 0:
-                    self._excess -= 1
-                    return
 
     def _resolve(self, fut: asyncio.Future, result: Any, exc: BaseException | None) -> None:
         def settle() -> None:

@@ -39,8 +39,10 @@ class KernelProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
         # the Fractal Memory loads sentence-transformers (seconds of CPU): tests that
         # exercise it turn it on; the rest run the kernel without it
+        # the Hub is off for every kernel under test: the embedded defaults must never need it
         env.update(BATOS_HOME=str(self.home), BATOS_ZMQ_ENDPOINT=self.endpoint,
-                   BATOS_MEMORY_ENABLED="0", PYTHONUNBUFFERED="1")
+                   BATOS_MEMORY_ENABLED="0", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+                   TRANSFORMERS_OFFLINE="1")
         env.update(self.extra_env)
         return env
 
@@ -136,26 +138,25 @@ def conn(kernel):
         yield c
 
 
-def call_in_sandbox(image, oid: str, selector: str, *args, **kwargs):
-    """Run an installed method of an object in ``image`` through a real sandbox worker,
-    as the kernel does (for tests that work on an image without a kernel process).
-    Returns (value, changes, deleted)."""
-    import asyncio
 
-    import config
-    from batos import plain
-    from batos.sandbox.pool import SandboxPool
+class InProcessKernel:
+    """The real ``Kernel`` in this process, on its own event loop: ``send`` takes the
+    kernel's own call path (the object read, a real sandbox worker, the commit), for tests
+    that need to reach into the image around a call."""
 
-    with image.reading() as s:
-        view, sources = s.get(oid)._sandbox_view()
+    def __init__(self, settings):
+        import asyncio
 
-    async def go():
-        pool = SandboxPool(config.load({}))
-        try:
-            request = {"oid": oid, "selector": selector, "args": plain.to_tree(list(args)),
-                       "kwargs": plain.to_tree(kwargs), **view}
-            return await pool.call(request, sources, f"{oid}.{selector}")
-        finally:
-            await pool.close()
-    reply = asyncio.run(go())
-    return reply["value"], reply["changes"], reply["deleted"]
+        from batos.kernel import Kernel
+        self.loop = asyncio.new_event_loop()
+        self.kernel = Kernel(settings)
+        self.loop.run_until_complete(self.kernel.start())
+        self.image = self.kernel.image
+        self.sandbox = self.kernel.sandbox
+
+    def send(self, oid: str, selector: str, *args, **kwargs):
+        return self.loop.run_until_complete(self.kernel.send(oid, selector, list(args), kwargs))["value"]
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.kernel.close())
+        self.loop.close()

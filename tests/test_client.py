@@ -20,6 +20,7 @@ def client_env(kernel=None, endpoint=None, home=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATOS_", "HF_PARSER", "LLAMA_MODEL"))}
     env["BATOS_ZMQ_ENDPOINT"] = kernel.endpoint if kernel else endpoint
     env["BATOS_HOME"] = str(kernel.home if kernel else home)
+    env["HF_HUB_OFFLINE"] = "1"     # the embedded parser must never need the Hub
     return env
 
 

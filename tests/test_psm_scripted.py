@@ -6,7 +6,7 @@ import config
 from batos import genesis
 from batos.image import Image
 from batos.psm import PrototypalStateMachine, extract_method
-from tests.conftest import call_in_sandbox
+from tests.conftest import InProcessKernel
 from tests.scripted import ScriptedModel
 
 UPPER = "```python\ndef to_upper(self, text):\n    \"\"\"Upper-case.\"\"\"\n    return text.upper()\n```"
@@ -34,7 +34,7 @@ def storage_size(image):
     return image.db.storage.getSize()
 
 
-def test_cycle_walks_the_seven_states_and_installs_the_method(image):
+def test_cycle_walks_the_seven_states_and_installs_the_method(image, tmp_path):
     model = ScriptedModel(methods=[UPPER])
     cycle, events = run(image, model)
     assert cycle.state == "COMPLETE", cycle.reason
@@ -42,9 +42,14 @@ def test_cycle_walks_the_seven_states_and_installs_the_method(image):
                                               "VALIDATING", "COMPLETE"]
     assert [c["persona"] for c in model.calls] == ["BRICK", "ALFRED"]
     assert cycle.queries == ["how"]
-    assert call_in_sandbox(image, "genesis_obj", "to_upper", "abc")[0] == "ABC"
     with image.reading() as s:
         assert s.root["cycles"]["c1"]["selector"] == "to_upper"
+    image.close()      # the kernel opens the image itself; the method runs in its sandbox
+    k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0"}))
+    try:
+        assert k.send("genesis_obj", "to_upper", "abc") == "ABC"
+    finally:
+        k.close()
     states = [e["state"] for e in events if e["event"] == "state"]
     assert states == ["IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE"]
     assert events[-1]["event"] == "cycle_end" and events[-1]["artifact"].startswith("def to_upper")

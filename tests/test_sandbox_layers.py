@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import collections
 import datetime
 import decimal
@@ -23,10 +22,9 @@ import textwrap
 import pytest
 
 import config
-from batos import genesis, plain
+from batos import plain
 from batos.errors import MethodError, Timeout
-from batos.image import Image
-from batos.sandbox.pool import SandboxPool
+from tests.conftest import InProcessKernel
 from tests.sandbox_cases import ATTACKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,33 +33,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     """(image, run) where run(selector, source, *args) installs without the audit's veto and
-    calls through a real pool; one event loop and pool for the module."""
+    calls through the kernel's own path; one in-process kernel for the module."""
     home = tmp_path_factory.mktemp("layers")
-    settings = config.load({}, HOME=home, METHOD_TIMEOUT_S=1.0, SANDBOX_KILL_GRACE_S=1.0)
-    image = Image.open(settings)
-    image.bootstrap(genesis.incarnate)
-    loop = asyncio.new_event_loop()
-
-    async def make():
-        return SandboxPool(settings)
-    pool = loop.run_until_complete(make())
+    k = InProcessKernel(config.load({}, HOME=home, METHOD_TIMEOUT_S=1.0, SANDBOX_KILL_GRACE_S=1.0,
+                                    MEMORY_ENABLED=False))
 
     def run(selector, source, *args):
-        with image.transaction() as s:
-            s.get("genesis_obj")._install(selector, source, origin="test")   # no refusal here
-        with image.reading() as s:
-            view, sources = s.get("genesis_obj")._sandbox_view()
-        request = {"oid": "genesis_obj", "selector": selector, "args": plain.to_tree(list(args)),
-                   "kwargs": plain.to_tree({}), **view}
-        reply = loop.run_until_complete(pool.call(request, sources, f"genesis_obj.{selector}"))
-        with image.transaction() as s:    # stored as the kernel stores it
-            s.get("genesis_obj")._apply_changes(view, reply["changes"], reply["deleted"], selector)
-        return reply
-    run.pool = pool
-    yield image, run
-    loop.run_until_complete(pool.close())
-    loop.close()
-    image.close()
+        k.image.transact(lambda s: s.get("genesis_obj")._install(selector, source, origin="test"))
+        return k.send("genesis_obj", selector, *args)   # no refusal at install here
+    run.pool = k.sandbox
+    yield k.image, run
+    k.close()
 
 
 @pytest.mark.parametrize("name,kind,source", ATTACKS, ids=[a[0] for a in ATTACKS])
@@ -71,8 +53,8 @@ def test_attack_is_contained_without_the_guardian(sandbox, tmp_path, name, kind,
     if name == "covenant_breach_hidden":
         run("attack", "def attack(self, path):\n    self.box = []\n    self._p_changed = True\n", "x")
     with pytest.raises((MethodError, Timeout)) as info:
-        reply = run("attack", source, str(canary))
-        pytest.fail(f"{name} got through: {reply}")
+        value = run("attack", source, str(canary))
+        pytest.fail(f"{name} got through: {value!r}")
     assert info.value.message.strip()
     assert not canary.exists(), f"{name} wrote outside the sandbox"
     if kind == "covenant":
@@ -86,7 +68,7 @@ def test_a_dead_worker_is_replaced(sandbox):
         run("spin", "def spin(self):\n    while True:\n        try:\n            pass\n"
                     "        finally:\n            continue\n")
     assert run.pool.lost == lost + 1                  # killed past the hard deadline
-    assert run("ok", "def ok(self):\n    return 42\n")["value"] == 42
+    assert run("ok", "def ok(self):\n    return 42\n") == 42
 
 
 # ---------------------------------------------------------------------------- the OS layer

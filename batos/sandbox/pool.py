@@ -33,7 +33,8 @@ log = logging.getLogger("batos.sandbox")
 HEADER = struct.Struct(">I")
 # A call alone in the pool waits for its reply by polling the pipe for this long before
 # it yields to the event loop: a worker answers a small call in about 0.1 ms, and
-# staying on the CPU saves the loop's own wake-up (measured: p50 0.08 ms of ~0.9 ms).
+# staying on the CPU saves the loop's own wake-up (in noisy runs here, p50 about
+# 0.05-0.1 ms of ~0.9 ms).
 # With other calls in flight the loop yields at once, so throughput is not spent on it.
 SPIN_S = 200e-6
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "

@@ -96,10 +96,10 @@ class CallState:
             raise restricted.SandboxViolation(f"the slot '{name}' holds a {self.opaque[name]}; "
                                               "a method may not replace or delete it")
 
-    def changes(self) -> tuple[dict[str, bytes], list[str], list[str]]:
-        """({name -> plain bytes} to store, [names to delete], [names changed in place])."""
+    def changes(self) -> tuple[dict[str, bytes], list[str]]:
+        """({name -> plain bytes} to store, [names to delete]); a slot read and changed in
+        place counts as changed."""
         out: dict[str, bytes] = {}
-        in_place: list[str] = []
         for name, value in self.values.items():
             try:
                 data = plain.encode(value)
@@ -111,8 +111,7 @@ class CallState:
                 # encodings differ (sets have no fixed order): compare the values
                 if plain.decode(self.slots[name]) != value:
                     out[name] = data
-                    in_place.append(name)
-        return out, sorted(self.deleted), in_place
+        return out, sorted(self.deleted)
 
 
 class SlotSelf:
@@ -219,7 +218,7 @@ class Worker:
             signal.setitimer(signal.ITIMER_REAL, float(req["timeout"]))
             try:
                 value = plain.to_wire(func(state.self_obj, *args, **kwargs))
-                changes, deleted, _in_place = state.changes()
+                changes, deleted = state.changes()
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
             if (changes or deleted) and not state.covenant:
