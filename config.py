@@ -28,6 +28,16 @@ PERSONAS = ("ALFRED", "BRICK", "ROBIN", "BABS")
 ENV_PREFIX = "BATOS_"
 
 
+# BATOS_PERSONA_MODELS=seeds: the line-up the seeds name, 4-bit on a CUDA GPU
+SEED_PERSONA_MODELS = {
+    "ALFRED": "hf:meta-llama/Meta-Llama-3-8B-Instruct",
+    "BRICK": "hf:codellama/CodeLlama-7b-Instruct-hf",
+    "ROBIN": "hf:mistralai/Mistral-7B-Instruct-v0.2",
+    "BABS": "hf:google/gemma-2b-it",
+}
+CPU_DTYPES = ("float32", "bfloat16", "float16")
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message names the variable."""
 
@@ -45,7 +55,8 @@ class Settings:
     MAX_INFLIGHT_REQUESTS: int = 256
     # the personas' models: {persona: source}; "embedded" is the Qwen2.5-Coder
     # 1.5B GGUF shipped on PyPI, "smollm2" the small SmolLM2-135M GGUF; or a
-    # local .gguf file, a local transformers directory, or hf:ORG/NAME[@REV]
+    # local .gguf file, a local transformers directory, or hf:ORG/NAME[@REV][:FILE].
+    # The word "seeds" (not JSON) selects the seeds' four Hub models (SEED_PERSONA_MODELS).
     PERSONA_MODELS: Mapping[str, str] = dataclasses.field(
         default_factory=lambda: {p: "embedded" for p in PERSONAS})
     DEFAULT_PERSONA_MODEL: str = "ALFRED"
@@ -59,6 +70,9 @@ class Settings:
     # llama.cpp
     LLM_N_CTX: int = 4096
     LLM_N_THREADS: int = 0          # 0: one per core
+    LLM_N_GPU_LAYERS: int = -1      # -1: every layer when the build can offload to a GPU, else 0
+    # transformers models on the CPU load in this dtype (on CUDA: 4-bit, bitsandbytes)
+    TRANSFORMERS_CPU_DTYPE: str = "float32"
     LLM_TEMPERATURE: float = 0.0
     LLM_SEED: int = 1234
     PLAN_MAX_TOKENS: int = 160      # BRICK's research plan
@@ -157,10 +171,13 @@ def _parse(name: str, raw: str, default: Any) -> Any:
             raise ConfigError(f"config: {var} is empty; give a path")
         return Path(raw).expanduser()
     if isinstance(default, Mapping):
+        if name == "PERSONA_MODELS" and raw.strip().lower() == "seeds":
+            return dict(SEED_PERSONA_MODELS)
         try:
             value = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"config: {var} is not valid JSON ({exc.msg})") from None
+            hint = ' (or the word "seeds")' if name == "PERSONA_MODELS" else ""
+            raise ConfigError(f"config: {var} is not valid JSON ({exc.msg}){hint}") from None
         if not isinstance(value, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise ConfigError(f"config: {var} must be a JSON object of strings, "
@@ -183,6 +200,12 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")
+    if s.LLM_N_GPU_LAYERS < -1:
+        raise ConfigError(f"config: {ENV_PREFIX}LLM_N_GPU_LAYERS={s.LLM_N_GPU_LAYERS!r} must be -1 "
+                          "(all layers when the build can offload), 0 (CPU only) or a layer count")
+    if s.TRANSFORMERS_CPU_DTYPE not in CPU_DTYPES:
+        raise ConfigError(f"config: {ENV_PREFIX}TRANSFORMERS_CPU_DTYPE={s.TRANSFORMERS_CPU_DTYPE!r} "
+                          f"is not one of {', '.join(CPU_DTYPES)}")
     for name in ("LLM_N_THREADS", "CYCLE_RETRIES"):
         if getattr(s, name) < 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must not be negative")

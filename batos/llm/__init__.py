@@ -13,21 +13,27 @@ the ModelManager (``batos/llm/manager.py``); the resident ones fit within
 from __future__ import annotations
 
 import collections
+import logging
+import shutil
+import tarfile
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import ZODB.POSException
+
 from batos.llm.base import Generation, GenerationError
 from batos.llm.embedded import ModelUnavailable
 from batos.llm.hf import TransformersBackend
 from batos.llm.llama import LlamaBackend
-from batos.llm.manager import (ModelManager, extract_once, find_staged_loras, local_source,
-                               pack_lora, sha256_file, tar_directory)
+from batos.llm.manager import (ModelManager, extract_once, find_staged_loras, hf_cached, is_hf_id,
+                               local_source, missing_hint, pack_lora, sha256_file, tar_directory)
 
 __all__ = ["Models", "Generation", "GenerationError", "ModelUnavailable"]
 Backend = Any  # LlamaBackend | TransformersBackend
+log = logging.getLogger("batos.models")
 
 
 class Models:
@@ -68,7 +74,14 @@ class Models:
             sha = manager.sources.get(source)
             record = manager.models.get(sha) if sha else None
             if record is not None:
-                return sha, record.kind, self._load_path(record)
+                try:
+                    return sha, record.kind, self._load_path(record)
+                except (OSError, tarfile.TarError, ZODB.POSException.POSKeyError) as exc:
+                    broken = f"{type(exc).__name__}: {exc}"
+                else:
+                    broken = None
+        if record is not None and broken:
+            self._forget(source, sha, broken)
         path, kind, sha = local_source(source, self.settings.MODEL_CACHE_DIR)
         t0 = time.monotonic()
         blob_dir = Path(self.image.blob_dir)
@@ -76,6 +89,9 @@ class Models:
             if kind == "transformers":
                 stored = Path(tmp) / "model.tar"
                 sha = tar_directory(path, stored)
+                # extracted (where it will be loaded from) before anything is committed:
+                # an archive that cannot be extracted is never stored
+                extract_once(str(stored), self._cache_dir(sha))
             else:
                 stored, sha = path, sha or sha256_file(path)
 
@@ -92,11 +108,51 @@ class Models:
                    "seconds": round(time.monotonic() - t0, 3)})
         return sha, kind, load_path
 
+    def _forget(self, source: str, sha: str, why: str) -> None:
+        """Drop a stored model that cannot be loaded (an older version stored Hugging Face
+        snapshots as archives of dangling links), so it is stored again from its source."""
+        log.warning("models: the stored copy of %s (%s) cannot be loaded (%s); storing it again",
+                    source, sha[:12], why)
+        shutil.rmtree(self._cache_dir(sha), ignore_errors=True)
+
+        def drop(s: Any) -> None:
+            manager = s.root["models"]
+            for name, value in list(manager.sources.items()):
+                if value == sha:
+                    del manager.sources[name]
+            if sha in manager.models:
+                del manager.models[sha]
+        self.image.transact(drop, note=f"forget broken model {source}")
+        self.emit({"event": "model_repaired", "source": source, "sha256": sha, "error": why})
+
     def _load_path(self, record: Any) -> Path:
         committed = record.blob.committed()
         if record.kind == "gguf":
             return Path(committed)
         return extract_once(committed, self._cache_dir(record.sha256))
+
+    def check_sources(self) -> list[dict]:
+        """The personas whose Hub models are neither in the image nor in the local cache
+        while the Hub is off: {persona, source, message}.  Nothing is downloaded."""
+        from huggingface_hub import is_offline_mode
+        problems = []
+        for persona in sorted(self.settings.PERSONA_MODELS):
+            source = self.source_for(persona)
+            if not is_hf_id(source) or Path(source).expanduser().exists():
+                continue
+            if self.image is not None:
+                with self.image.reading() as s:
+                    if source in s.root["models"].sources:
+                        continue
+            try:
+                if hf_cached(source) or not is_offline_mode():
+                    continue
+                message = missing_hint(source)
+            except ModelUnavailable as exc:
+                message = str(exc)
+            problems.append({"persona": persona, "source": source,
+                             "message": f"{persona}'s model {source}: {message}"})
+        return problems
 
     # -- residency ------------------------------------------------------------------
     def backend_for(self, persona: str) -> Backend:
@@ -104,7 +160,11 @@ class Models:
 
     def _backend(self, persona: str) -> tuple[Backend, float]:
         """(the persona's backend, seconds spent loading it now: 0 when it was resident)."""
-        sha, kind, path = self.resolve(self.source_for(persona))
+        source = self.source_for(persona)
+        try:
+            sha, kind, path = self.resolve(source)
+        except GenerationError as exc:
+            raise GenerationError(f"{persona}'s model {source}: {exc}") from exc
         with self._lock:
             backend = self._residents.get(sha)
             if backend is not None:
@@ -125,9 +185,11 @@ class Models:
             unloaded.append(old.path.name)
         s = self.settings
         if kind == "gguf":
-            backend = LlamaBackend(path, n_ctx=s.LLM_N_CTX, n_threads=s.LLM_N_THREADS, seed=s.LLM_SEED)
+            backend = LlamaBackend(path, n_ctx=s.LLM_N_CTX, n_threads=s.LLM_N_THREADS, seed=s.LLM_SEED,
+                                   n_gpu_layers=s.LLM_N_GPU_LAYERS)
         else:
-            backend = TransformersBackend(path, seed=s.LLM_SEED)
+            backend = TransformersBackend(path, seed=s.LLM_SEED, memory_budget_mb=s.MODEL_MEMORY_BUDGET_MB,
+                                          cpu_dtype=s.TRANSFORMERS_CPU_DTYPE)
         backend.load()
         self._residents[sha] = backend
         self.emit({"event": "model_swap", "persona": persona, "model": path.name, "kind": kind,

@@ -1,7 +1,11 @@
 """The transformers backend: a local Hugging Face model directory, with LoRA adapters.
 
-On CUDA the model loads 4-bit (``BitsAndBytesConfig``) with ``device_map="auto"``;
-on the CPU in plain float32.  This backend cannot constrain decoding with a
+Models load through accelerate (``device_map="auto"``, ``low_cpu_mem_usage``, a
+``max_memory`` derived from ``MODEL_MEMORY_BUDGET_MB``).  On CUDA the weights are
+quantized to 4-bit NF4 by bitsandbytes (``BitsAndBytesConfig``, bfloat16 compute
+where the GPU has it, else float16); on the CPU they load in
+``TRANSFORMERS_CPU_DTYPE`` (float32 by default: bfloat16 halves the memory, but
+most CPUs compute it slower).  This backend cannot constrain decoding with a
 grammar: a JSON schema becomes an instruction in the prompt, and the caller
 validates what comes back (the cycle already does).
 """
@@ -17,12 +21,41 @@ from typing import Any
 from batos.llm.base import Generation, GenerationError
 
 
+def quantization_config(cuda_bf16: bool) -> Any:
+    """The 4-bit configuration a CUDA load uses (NF4, double quantization)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if cuda_bf16 else torch.float16)
+
+
+def load_kwargs(*, cuda: bool, memory_budget_mb: float, cpu_dtype: str = "float32",
+                cuda_bf16: bool = False) -> dict:
+    """``from_pretrained`` keyword arguments: accelerate's placement within the budget,
+    4-bit on CUDA, ``cpu_dtype`` on the CPU."""
+    import torch
+    budget = f"{int(memory_budget_mb)}MiB"
+    kwargs: dict[str, Any] = {"local_files_only": True, "low_cpu_mem_usage": True, "device_map": "auto"}
+    if cuda:
+        # the GPU takes the budget; what does not fit stays in host memory
+        kwargs["max_memory"] = {0: budget, "cpu": f"{int(max(memory_budget_mb, 1024) * 2)}MiB"}
+        kwargs["quantization_config"] = quantization_config(cuda_bf16)
+    else:
+        kwargs["max_memory"] = {"cpu": budget}
+        kwargs["dtype"] = getattr(torch, cpu_dtype)
+    return kwargs
+
+
 class TransformersBackend:
     kind = "transformers"
 
-    def __init__(self, path: Path, *, seed: int):
+    def __init__(self, path: Path, *, seed: int, memory_budget_mb: float = 6000.0,
+                 cpu_dtype: str = "float32"):
         self.path = path
         self.seed = seed
+        self.memory_budget_mb = memory_budget_mb
+        self.cpu_dtype = cpu_dtype
         self.model: Any = None
         self.tokenizer: Any = None
         self.adapters: dict[str, Path] = {}     # {adapter name -> directory} loaded into the model
@@ -46,14 +79,11 @@ class TransformersBackend:
             import torch
             from transformers import AutoModelForCausalLM, AutoTokenizer
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-            if torch.cuda.is_available():
-                from transformers import BitsAndBytesConfig
-                quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float16)
-                self.model = AutoModelForCausalLM.from_pretrained(
-                    str(self.path), local_files_only=True, quantization_config=quant, device_map="auto")
-            else:
-                self.model = AutoModelForCausalLM.from_pretrained(
-                    str(self.path), local_files_only=True, dtype=torch.float32)
+            cuda = torch.cuda.is_available()
+            kwargs = load_kwargs(cuda=cuda, memory_budget_mb=self.memory_budget_mb,
+                                 cpu_dtype=self.cpu_dtype,
+                                 cuda_bf16=cuda and torch.cuda.is_bf16_supported())
+            self.model = AutoModelForCausalLM.from_pretrained(str(self.path), **kwargs)
             self.model.eval()
         except Exception as exc:
             self.model = self.tokenizer = None

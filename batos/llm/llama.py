@@ -11,14 +11,27 @@ from typing import Any
 from batos.llm.base import Generation, GenerationError
 
 
+def gpu_layers(setting: int) -> int:
+    """llama.cpp's ``n_gpu_layers`` for ``LLM_N_GPU_LAYERS``: -1 means every layer when
+    this llama-cpp-python build can offload (CUDA, Metal, Vulkan...), else 0."""
+    if setting >= 0:
+        return setting
+    try:
+        from llama_cpp import llama_supports_gpu_offload
+    except ImportError:
+        return 0
+    return -1 if llama_supports_gpu_offload() else 0
+
+
 class LlamaBackend:
     kind = "llama.cpp"
 
-    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, seed: int):
+    def __init__(self, path: Path, *, n_ctx: int, n_threads: int, seed: int, n_gpu_layers: int = -1):
         self.path = path
         self.n_ctx = n_ctx
         self.n_threads = n_threads or os.cpu_count() or 1
         self.seed = seed
+        self.n_gpu_layers = n_gpu_layers    # the setting; resolved by gpu_layers() at load
         self._llm: Any = None
         self._lock = threading.Lock()       # a Llama is not thread-safe
         self._grammars: dict[str, Any] = {}  # {schema json -> LlamaGrammar}
@@ -42,7 +55,8 @@ class LlamaBackend:
         t0 = time.monotonic()
         try:
             self._llm = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                              n_threads_batch=self.n_threads, n_gpu_layers=0, seed=self.seed,
+                              n_threads_batch=self.n_threads,
+                              n_gpu_layers=gpu_layers(self.n_gpu_layers), seed=self.seed,
                               verbose=False)
         except Exception as exc:
             raise GenerationError(f"llama.cpp could not load {self.path}: {exc}") from exc

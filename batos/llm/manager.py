@@ -73,6 +73,7 @@ class ModelManager(persistent.Persistent):
         existing = self.models.get(sha256) if kind != "lora" else None
         if existing is not None:
             return existing
+        path = Path(path).resolve()     # a Hub cache's link: store the file it leads to
         blob = Blob()
         staged = blob_dir / "tmp" / f"batos-{uuid.uuid4().hex}"
         staged.parent.mkdir(parents=True, exist_ok=True)
@@ -99,10 +100,21 @@ def sha256_file(path: Path) -> str:
 
 
 def tar_directory(directory: Path, out: Path) -> str:
-    """A reproducible tar of ``directory``'s files; returns its sha256."""
+    """A reproducible tar of ``directory``'s files; returns its sha256.
+
+    Symbolic links are followed: a Hugging Face cache snapshot is a tree of links
+    into ``blobs/``, and the archive must hold the files themselves.  A link that
+    leads nowhere is an error, so nothing broken is ever stored."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(directory)))
+        for path in sorted(directory.rglob("*")):
+            if path.is_dir():
+                continue
+            if not path.is_file():
+                raise ModelUnavailable(f"{path} is a link to nothing (target missing); the model "
+                                       "directory is incomplete: fetch it again")
+            st = path.stat()                         # follows the link
+            info = tarfile.TarInfo(str(path.relative_to(directory)))
+            info.size, info.mode, info.type = st.st_size, 0o644, tarfile.REGTYPE
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             with open(path, "rb") as f:
                 tar.addfile(info, f)
@@ -117,8 +129,12 @@ def extract_once(blob_path: str, target: Path) -> Path:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with tarfile.open(blob_path) as tar:
-        tar.extractall(tmp, filter="data")
+    try:
+        with tarfile.open(blob_path) as tar:
+            tar.extractall(tmp, filter="data")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".batos-complete").write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
@@ -132,19 +148,105 @@ def is_hf_id(source: str) -> bool:
         and not source.startswith((".", "/", "~"))
 
 
-def fetch_hf(source: str) -> Path:
-    """A Hugging Face repository in the local cache (downloaded unless HF_HUB_OFFLINE=1)."""
+def parse_hf(source: str) -> tuple[str, str | None, str | None]:
+    """``hf:ORG/NAME[@REVISION][:FILE]`` -> (repo id, revision or None, file or None)."""
     spec = source[3:] if source.startswith("hf:") else source
+    spec, _, filename = spec.partition(":")
     repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ModelUnavailable(f"{source!r} is not hf:ORG/NAME[@REVISION][:FILE]")
+    return repo_id, revision or None, filename or None
+
+
+# what a transformers model needs from its repository (weights: safetensors, else .bin)
+TRANSFORMERS_FILES = ["*.json", "*.model", "*.tiktoken", "tokenizer*", "*.txt", "*.jinja"]
+PREFERRED_GGUF = ("Q4_K_M", "q4_k_m")
+
+
+def _hf_hint(repo_id: str, revision: str | None, exc: BaseException) -> str:
     try:
-        from huggingface_hub import snapshot_download
-        return Path(snapshot_download(repo_id=repo_id, revision=revision or None))
+        from huggingface_hub import is_offline_mode
+        offline = is_offline_mode()
+    except ImportError:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+    where = f"{repo_id}{'@' + revision if revision else ''}"
+    if offline:
+        hint = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
+    else:
+        hint = "the Hugging Face Hub could not be reached or refused it"
+    return (f"cannot fetch {where!r}: {hint} ({type(exc).__name__}). Fetch it on a machine with "
+            f"network access with `hf download {repo_id}` (gated models: accept the licence on "
+            "huggingface.co and `hf auth login` first) and copy the cache (HF_HOME), or give a "
+            "local path instead")
+
+
+def _repo_files(repo_id: str, revision: str | None) -> list[str]:
+    """The repository's file names: from the Hub, else from the local cache's snapshot."""
+    from huggingface_hub import list_repo_files, snapshot_download
+    try:
+        return list(list_repo_files(repo_id, revision=revision))
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-        hint = ("HF_HUB_OFFLINE is set and the repository is not in the local cache"
-                if offline else "the Hugging Face Hub could not be reached")
-        raise ModelUnavailable(f"cannot fetch {repo_id!r}{'@' + revision if revision else ''}: {hint} "
-                               f"({type(exc).__name__}); use a local path instead") from exc
+        # offline, or the Hub is out of reach: what the cache has is what there is
+        try:
+            snap = Path(snapshot_download(repo_id=repo_id, revision=revision, local_files_only=True))
+        except Exception:
+            raise ModelUnavailable(_hf_hint(repo_id, revision, exc)) from exc
+        return [str(p.relative_to(snap)) for p in snap.rglob("*") if not p.is_dir()]
+
+
+def hf_cached(source: str) -> bool:
+    """Is this hf: source in the local Hugging Face cache already (nothing is downloaded)?"""
+    repo_id, revision, filename = parse_hf(source)
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+    if filename is not None:
+        return isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str)
+    try:
+        snapshot_download(repo_id=repo_id, revision=revision, local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def missing_hint(source: str) -> str:
+    repo_id, revision, _ = parse_hf(source)
+    return _hf_hint(repo_id, revision, LookupError("not in the local cache"))
+
+
+def fetch_hf(source: str) -> Path:
+    """A Hugging Face repository's model in the local cache, downloading only what it needs:
+    the one GGUF file asked for (or the repository's only one, or its Q4_K_M), or a
+    transformers model's configuration, tokenizer and weights (HF_HUB_OFFLINE is honoured)."""
+    repo_id, revision, filename = parse_hf(source)
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError:
+        raise ModelUnavailable("huggingface_hub is not installed; run ./puter.sh setup") from None
+    try:
+        if filename is None:
+            files = _repo_files(repo_id, revision)
+            ggufs = sorted(f for f in files if f.lower().endswith(".gguf"))
+            if "config.json" in files:
+                weights = ["*.safetensors"] if any(f.endswith(".safetensors") for f in files) \
+                    else ["*.bin"]
+                return Path(snapshot_download(repo_id=repo_id, revision=revision,
+                                              allow_patterns=TRANSFORMERS_FILES + weights))
+            if len(ggufs) > 1:
+                preferred = [f for f in ggufs if any(q in f for q in PREFERRED_GGUF)]
+                if len(preferred) != 1:
+                    raise ModelUnavailable(
+                        f"{repo_id} holds {len(ggufs)} GGUF files; pick one with "
+                        f"hf:{repo_id}{'@' + revision if revision else ''}:FILE, one of: {', '.join(ggufs)}")
+                ggufs = preferred
+            if not ggufs:
+                raise ModelUnavailable(f"{repo_id} has neither a config.json (transformers) nor a "
+                                       ".gguf file")
+            filename = ggufs[0]
+        # the snapshot's link (named FILE.gguf); loading and storing follow it to the blob
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, revision=revision))
+    except ModelUnavailable:
+        raise
+    except Exception as exc:
+        raise ModelUnavailable(_hf_hint(repo_id, revision, exc)) from exc
 
 
 def local_source(source: str, cache_dir: Path) -> tuple[Path, str, str | None]:
@@ -168,7 +270,7 @@ def local_source(source: str, cache_dir: Path) -> tuple[Path, str, str | None]:
         raise ModelUnavailable(f"{path} is neither a transformers model directory (no config.json) "
                                "nor a directory with one .gguf file")
     raise ModelUnavailable(f"unknown model source {source!r}: use 'embedded', 'smollm2', a .gguf file, "
-                           "a transformers model directory, or hf:ORG/NAME[@REVISION]")
+                           "a transformers model directory, or hf:ORG/NAME[@REVISION][:FILE]")
 
 
 def find_staged_loras(staging: Path) -> dict[str, Path]:

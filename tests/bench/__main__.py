@@ -16,7 +16,11 @@
     translation         the client's translator: warm (model loaded) and cold (a new process)
     watchdog            crash-to-serving (kill -9 until a new kernel answers ping), upgrade downtime
 
-Options: --quick skips everything that loads a model; --n N sets the number of sequential sends.
+    builds              (--builds) the chosen llama.cpp build next to the alternative, in turns:
+                        tokens/s, a warm cycle and translation under each (tests/bench/llama_builds.py)
+
+Options: --quick skips everything that loads a model; --n N sets the number of sequential sends;
+--builds measures only the llama.cpp builds.
 The 10k/100k catalogs hold generated text (a Zipf-distributed vocabulary) with random unit
 vectors, so that building them takes seconds rather than the hours of embedding 100k chunks;
 the search code path is the one the kernel runs.
@@ -291,7 +295,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", "--no-cycle", action="store_true", dest="quick",
                     help="skip everything that loads a model")
     ap.add_argument("--n", type=int, default=3000, help="sequential round trips per measure")
+    ap.add_argument("--builds", action="store_true",
+                    help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
+    if args.builds:
+        from tests.bench.llama_builds import compare, report
+        result = compare()
+        report(result)
+        print(json.dumps(result))
+        return 0
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="batos-bench-") as tmp:
         results.update(bench_watchdog(tmp))
