@@ -22,7 +22,7 @@ def test_the_cuda_load_asks_for_4bit_nf4_within_the_budget_and_transformers_acce
     assert quant.load_in_4bit and not quant.load_in_8bit
     assert quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_compute_dtype == torch.bfloat16
     assert kwargs["device_map"] == "auto" and kwargs["low_cpu_mem_usage"] is True
-    assert kwargs["max_memory"][0] == "6000MiB"
+    assert kwargs["max_memory"][0] == "6000MiB" and int(kwargs["max_memory"]["cpu"][:-3]) > 0
     # transformers turns it into its bitsandbytes quantizer, as it would on a GPU
     quantizer = AutoHfQuantizer.from_config(BitsAndBytesConfig.from_dict(quant.to_dict()))
     assert type(quantizer).__name__ == "Bnb4BitHfQuantizer"
@@ -31,6 +31,8 @@ def test_the_cuda_load_asks_for_4bit_nf4_within_the_budget_and_transformers_acce
     cpu = load_kwargs(cuda=False, memory_budget_mb=2000, cpu_dtype="bfloat16")
     assert "quantization_config" not in cpu and cpu["dtype"] == torch.bfloat16
     assert cpu["max_memory"] == {"cpu": "2000MiB"}
+    # a budget below the model's size would leave layers on the meta device: never
+    assert load_kwargs(cuda=False, memory_budget_mb=1, model_mb=300)["max_memory"] == {"cpu": "439MiB"}
 
 
 @pytest.mark.model

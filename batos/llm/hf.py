@@ -31,18 +31,23 @@ def quantization_config(cuda_bf16: bool) -> Any:
 
 
 def load_kwargs(*, cuda: bool, memory_budget_mb: float, cpu_dtype: str = "float32",
-                cuda_bf16: bool = False) -> dict:
+                cuda_bf16: bool = False, model_mb: float = 0.0) -> dict:
     """``from_pretrained`` keyword arguments: accelerate's placement within the budget,
-    4-bit on CUDA, ``cpu_dtype`` on the CPU."""
+    4-bit on CUDA, ``cpu_dtype`` on the CPU.  ``model_mb`` is the weights' size on disk:
+    on the CPU a budget below it would leave layers on the meta device, so the CPU is
+    always given room for the whole model (the ModelManager keeps the budget across
+    models by unloading the least recently used)."""
+    import psutil
     import torch
-    budget = f"{int(memory_budget_mb)}MiB"
     kwargs: dict[str, Any] = {"local_files_only": True, "low_cpu_mem_usage": True, "device_map": "auto"}
+    host_mb = psutil.virtual_memory().available / (1 << 20)
     if cuda:
         # the GPU takes the budget; what does not fit stays in host memory
-        kwargs["max_memory"] = {0: budget, "cpu": f"{int(max(memory_budget_mb, 1024) * 2)}MiB"}
+        kwargs["max_memory"] = {0: f"{int(memory_budget_mb)}MiB", "cpu": f"{int(host_mb)}MiB"}
         kwargs["quantization_config"] = quantization_config(cuda_bf16)
     else:
-        kwargs["max_memory"] = {"cpu": budget}
+        cpu_mb = max(memory_budget_mb, model_mb * 1.25 + 64)
+        kwargs["max_memory"] = {"cpu": f"{int(cpu_mb)}MiB"}
         kwargs["dtype"] = getattr(torch, cpu_dtype)
     return kwargs
 
@@ -80,8 +85,10 @@ class TransformersBackend:
             from transformers import AutoModelForCausalLM, AutoTokenizer
             self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
             cuda = torch.cuda.is_available()
+            model_mb = sum(p.stat().st_size for p in self.path.rglob("*")
+                           if p.suffix in (".safetensors", ".bin")) / (1 << 20)
             kwargs = load_kwargs(cuda=cuda, memory_budget_mb=self.memory_budget_mb,
-                                 cpu_dtype=self.cpu_dtype,
+                                 cpu_dtype=self.cpu_dtype, model_mb=model_mb,
                                  cuda_bf16=cuda and torch.cuda.is_bf16_supported())
             self.model = AutoModelForCausalLM.from_pretrained(str(self.path), **kwargs)
             self.model.eval()

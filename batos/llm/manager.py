@@ -164,11 +164,12 @@ PREFERRED_GGUF = ("Q4_K_M", "q4_k_m")
 
 
 def _hf_hint(repo_id: str, revision: str | None, exc: BaseException) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
     try:
         from huggingface_hub import is_offline_mode
-        offline = is_offline_mode()
+        offline = offline or is_offline_mode()
     except ImportError:
-        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no")
+        pass
     where = f"{repo_id}{'@' + revision if revision else ''}"
     if offline:
         hint = "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache"
