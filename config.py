@@ -9,9 +9,6 @@ kernels can run side by side with different homes.
 A bad value fails at start with a message naming the variable::
 
     config: BATOS_METHOD_TIMEOUT_S='soon' is not a number
-
-The seeds' names are module attributes too (``config.DB_FILE``), read from the
-process environment the first time they are asked for.
 """
 from __future__ import annotations
 
@@ -52,7 +49,8 @@ class Settings:
     # the Synaptic Bridge (loopback or ipc only)
     ZMQ_ENDPOINT: str = "tcp://127.0.0.1:5555"
     MAX_MESSAGE_BYTES: int = 1 << 20
-    MAX_INFLIGHT_REQUESTS: int = 256
+    MAX_INFLIGHT_REQUESTS: int = 256     # requests handled at once
+    MAX_QUEUED_REQUESTS: int = 4096      # read and waiting for a slot; beyond, the socket is not read
     # the personas' models: {persona: source}; "embedded" is the Qwen2.5-Coder
     # 1.5B GGUF shipped on PyPI, "smollm2" the small SmolLM2-135M GGUF; or a
     # local .gguf file, a local transformers directory, or hf:ORG/NAME[@REV][:FILE].
@@ -83,10 +81,11 @@ class Settings:
     CYCLE_RETRIES: int = 1          # a failed attempt is fed back this many times
     CYCLE_WORKERS: int = 1
     CYCLE_QUEUE_MAX: int = 16
-    METHOD_WORKERS: int = 8
+    KERNEL_THREADS: int = 8           # threads for commits, installs and reads (not methods)
     MAX_SOURCE_BYTES: int = 20_000
     # the sandbox: installed methods run in worker processes (batos/sandbox)
-    SANDBOX_WORKERS: int = 2          # idle workers kept warm; up to METHOD_WORKERS run at once
+    SANDBOX_WORKERS: int = 2          # idle sandbox worker processes kept warm
+    SANDBOX_MAX_WORKERS: int = 8      # sandbox worker processes running methods at once, at most
     SANDBOX_MEMORY_MB: int = 512      # a worker's address-space limit (RLIMIT_AS)
     SANDBOX_CPU_S: int = 120          # a worker's total CPU seconds (RLIMIT_CPU); it is replaced before
     SANDBOX_MAX_CALLS: int = 2000     # a worker is replaced after serving this many calls
@@ -132,19 +131,6 @@ class Settings:
     def log_path(self) -> Path:
         return self.path(self.METACOGNITION_LOG_FILE)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
-
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _parse(name: str, raw: str, default: Any) -> Any:
@@ -190,7 +176,8 @@ def _check(s: Settings) -> None:
     """Validate values whose type alone does not make them usable."""
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
-                "CYCLE_QUEUE_MAX", "METHOD_WORKERS", "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
+                "CYCLE_QUEUE_MAX", "KERNEL_THREADS", "SANDBOX_MAX_WORKERS", "MAX_QUEUED_REQUESTS",
+                "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
                 "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB",
                 "WATCHDOG_PING_INTERVAL_S", "WATCHDOG_HANG_TIMEOUT_S", "WATCHDOG_START_TIMEOUT_S",
                 "WATCHDOG_STABLE_S", "WATCHDOG_BACKOFF_MAX_S", "STOP_ASK_TIMEOUT_S",
@@ -266,6 +253,14 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     for name, value in read_overrides(home).items():
         values[name] = _parse(name, value if isinstance(value, str) else json.dumps(value),
                               getattr(defaults, name))
+    for old, new in RENAMED.items():   # the old names still work, with a notice
+        raw = env.get(ENV_PREFIX + old)
+        if raw is not None:
+            for name in new:
+                if env.get(ENV_PREFIX + name) is None:
+                    values[name] = _parse(name, raw, getattr(defaults, name))
+            _notice(f"config: {ENV_PREFIX}{old} is deprecated; it now sets "
+                    f"{' and '.join(ENV_PREFIX + n for n in new)}")
     for f in dataclasses.fields(Settings):
         raw = env.get(ENV_PREFIX + f.name)
         if raw is not None:
@@ -282,6 +277,15 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
                                    PERSONA_MODELS=merged)
     _check(settings)
     return settings
+
+
+# {old name -> the settings it sets now}
+RENAMED = {"METHOD_WORKERS": ("KERNEL_THREADS", "SANDBOX_MAX_WORKERS")}
+
+
+def _notice(message: str) -> None:
+    import sys
+    print(message, file=sys.stderr)
 
 
 OVERRIDES_FILE = "overrides.json"
@@ -310,20 +314,3 @@ def write_overrides(home: Path, updates: dict[str, Any]) -> dict[str, Any]:
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
     os.replace(tmp, path)
     return data
-
-
-_current: Settings | None = None
-
-
-def current() -> Settings:
-    """The settings of this process, loaded from the environment once."""
-    global _current
-    if _current is None:
-        _current = load()
-    return _current
-
-
-def __getattr__(name: str) -> Any:
-    if name in Settings.__dataclass_fields__:
-        return getattr(current(), name)
-    raise AttributeError(f"module 'config' has no attribute {name!r}")

@@ -1,6 +1,6 @@
 """Entry point: ``python -m batos``."""
 import sys
 
-from batos.kernel import main
+from batos.app import main
 
 sys.exit(main())

@@ -1,70 +1,86 @@
-"""The handler table: each handler unpacks a validated request and calls the kernel."""
+"""The handler table: each handler unpacks a validated request and calls the kernel.
+
+``HANDLERS = {command: Handler(fn, inline=..., while_stopping=...)}``: ``inline``
+handlers are answered on the event loop the moment their frame is read, never
+queued behind other work (``ping``: liveness must not wait); ``while_stopping``
+ones are still answered during shutdown.  The server takes this table as it is
+given (``Server(kernel, HANDLERS, ...)``).
+"""
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+import dataclasses
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from batos import protocol as p
-from batos.kernel import Kernel, Progress
+
+if TYPE_CHECKING:
+    from batos.kernel import Kernel, Progress
 
 
-async def handle_ping(kernel: Kernel, req: p.Ping, progress: Progress) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Handler:
+    run: Callable[["Kernel", Any, "Progress"], Any]   # a coroutine function, or plain when inline
+    inline: bool = False
+    while_stopping: bool = False
+
+
+def handle_ping(kernel: "Kernel", req: p.Ping, progress: "Progress") -> dict:
     return kernel.ping()
 
 
-async def handle_initiate_cognitive_cycle(kernel: Kernel, req: p.InitiateCognitiveCycle,
-                                          progress: Progress) -> dict:
-    return await kernel.run_cycle(req.target_oid, req.mission_brief.model_dump(), progress)
+async def handle_initiate_cognitive_cycle(kernel: "Kernel", req: p.InitiateCognitiveCycle,
+                                          progress: "Progress") -> dict:
+    return await kernel.run_cycle(req.target_oid, req.mission_brief, progress)
 
 
-async def handle_send_message(kernel: Kernel, req: p.SendMessage, progress: Progress) -> dict:
+async def handle_send_message(kernel: "Kernel", req: p.SendMessage, progress: "Progress") -> dict:
     return await kernel.send(req.target_oid, req.selector, req.args, req.kwargs, progress)
 
 
-async def handle_install_method(kernel: Kernel, req: p.InstallMethod, progress: Progress) -> dict:
+async def handle_install_method(kernel: "Kernel", req: p.InstallMethod, progress: "Progress") -> dict:
     return await kernel.install(req.target_oid, req.selector, req.source)
 
 
-async def handle_describe(kernel: Kernel, req: p.Describe, progress: Progress) -> dict:
+async def handle_describe(kernel: "Kernel", req: p.Describe, progress: "Progress") -> dict:
     return await kernel.describe(req.target_oid)
 
 
-async def handle_list_objects(kernel: Kernel, req: p.ListObjects, progress: Progress) -> list:
+async def handle_list_objects(kernel: "Kernel", req: p.ListObjects, progress: "Progress") -> list:
     return await kernel.list_objects()
 
 
-async def handle_ingest_knowledge(kernel: Kernel, req: p.IngestKnowledge, progress: Progress) -> dict:
+async def handle_ingest_knowledge(kernel: "Kernel", req: p.IngestKnowledge, progress: "Progress") -> dict:
     return await kernel.ingest_knowledge(req.text, req.source, req.kind, req.replace)
 
 
-async def handle_search_knowledge(kernel: Kernel, req: p.SearchKnowledge, progress: Progress) -> dict:
+async def handle_search_knowledge(kernel: "Kernel", req: p.SearchKnowledge, progress: "Progress") -> dict:
     return await kernel.search_knowledge(req.query, req.k, req.kind)
 
 
-async def handle_ingest_lora(kernel: Kernel, req: p.IngestLora, progress: Progress) -> dict:
+async def handle_ingest_lora(kernel: "Kernel", req: p.IngestLora, progress: "Progress") -> dict:
     return await kernel.ingest_lora(req.name, req.persona)
 
 
-async def handle_get_parser_model(kernel: Kernel, req: p.GetParserModel, progress: Progress) -> dict:
+async def handle_get_parser_model(kernel: "Kernel", req: p.GetParserModel, progress: "Progress") -> dict:
     return await kernel.parser_model()
 
 
-async def handle_shutdown(kernel: Kernel, req: p.Shutdown, progress: Progress) -> dict:
-    kernel.begin_shutdown()
+async def handle_shutdown(kernel: "Kernel", req: p.Shutdown, progress: "Progress") -> dict:
+    kernel.shutdown.request("a shutdown request")
     return {"stopping": True}
 
 
-Handler = Callable[[Kernel, Any, Progress], Awaitable[Any]]
 HANDLERS: dict[str, Handler] = {
-    "ping": handle_ping,
-    "initiate_cognitive_cycle": handle_initiate_cognitive_cycle,
-    "send_message": handle_send_message,
-    "install_method": handle_install_method,
-    "describe": handle_describe,
-    "list_objects": handle_list_objects,
-    "ingest_knowledge": handle_ingest_knowledge,
-    "search_knowledge": handle_search_knowledge,
-    "ingest_lora": handle_ingest_lora,
-    "get_parser_model": handle_get_parser_model,
-    "shutdown": handle_shutdown,
+    "ping": Handler(handle_ping, inline=True, while_stopping=True),
+    "initiate_cognitive_cycle": Handler(handle_initiate_cognitive_cycle),
+    "send_message": Handler(handle_send_message),
+    "install_method": Handler(handle_install_method),
+    "describe": Handler(handle_describe),
+    "list_objects": Handler(handle_list_objects),
+    "ingest_knowledge": Handler(handle_ingest_knowledge),
+    "search_knowledge": Handler(handle_search_knowledge),
+    "ingest_lora": Handler(handle_ingest_lora),
+    "get_parser_model": Handler(handle_get_parser_model),
+    "shutdown": Handler(handle_shutdown, while_stopping=True),
 }
 assert set(HANDLERS) == set(p.REQUESTS), "every protocol command needs a handler"

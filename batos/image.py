@@ -28,7 +28,6 @@ from BTrees.OOBTree import OOBTree
 from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 
-from batos.errors import Internal, UnknownObject
 from batos.uvm import UvmObject
 
 log = logging.getLogger("batos.image")
@@ -38,6 +37,14 @@ IMAGE_VERSION = 1
 
 class ImageError(RuntimeError):
     """The image cannot be opened; the message says why and what to do."""
+
+
+class ObjectNotFound(LookupError):
+    """No object with that oid in the image."""
+
+
+class ConflictsExhausted(RuntimeError):
+    """A transaction kept conflicting with others; it was given up."""
 
 
 class Session:
@@ -54,7 +61,7 @@ class Session:
     def get(self, oid: str) -> UvmObject:
         obj = self.root["objects"].get(oid)
         if obj is None:
-            raise UnknownObject(f"no object '{oid}' in the image (list_objects shows them)")
+            raise ObjectNotFound(f"no object '{oid}' in the image (list_objects shows them)")
         return obj
 
 
@@ -132,7 +139,7 @@ class Image:
                     return fn(s)
             except ConflictError:
                 if attempt == retries:
-                    raise Internal(f"image: gave up after {retries + 1} conflicting attempts") from None
+                    raise ConflictsExhausted(f"image: gave up after {retries + 1} conflicting attempts") from None
                 delay = min(0.5, 0.01 * (2 ** attempt)) * random.uniform(0.5, 1.0)
                 log.info("image: conflict, retrying in %.3fs (%d/%d)", delay, attempt + 1, retries)
                 time.sleep(delay)

@@ -1,58 +1,91 @@
-"""The kernel: wiring of the image, the models, the state machine and the server.
+"""The kernel: the service behind the protocol's commands.
 
-Work on the image runs off the event loop: quick work (sends, installs,
-describes) in a pool of method workers, cognitive cycles in a pool of cycle
-workers, each thread with its own ZODB connection.  The loop itself only
-decodes, dispatches and replies, so ``ping`` is answered while a cycle runs.
+It holds the Living Image, the models, the state machine, the knowledge service
+and the sandbox, and offers one coroutine per command.  Work on the image runs
+off the event loop: quick work (commits, installs, reads) on the kernel threads,
+cognitive cycles on the cycle threads, each thread with its own ZODB connection;
+installed methods run in the sandbox's worker processes.  It knows nothing of
+sockets or the wire: it raises its own exceptions (below, and the lower layers'),
+and ``batos/errors.py`` maps them to protocol errors where replies are built.
+The entry module (``batos/app.py``) starts it, serves it and stops it.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 import config
-from batos import __version__, codex, genesis, guardian, plain
-from batos.errors import BadRequest, Busy, Internal, MethodError, Rejected
-from batos.image import Image, ImageError, Session
-from batos.llm import GenerationError, Models, ModelUnavailable
+from batos import __version__, genesis, guardian, plain
+from batos.image import Image, Session
+from batos.knowledge import Knowledge
+from batos.llm import Models
 from batos.metalog import MetacognitionLog
-from batos.protocol import to_wire
-from batos.psm import PrototypalStateMachine
+from batos.protocol import MissionBrief, to_wire
+from batos.psm import CycleResult, PrototypalStateMachine
 from batos.sandbox.pool import SandboxPool
+from batos.shutdown import Shutdown
+from batos.threads import ThreadPool
 from batos.uvm import Method, NotUnderstood
-from batos.workers import WorkerPool
 
 log = logging.getLogger("batos.kernel")
 Progress = Callable[[dict], None] | None
 CONFLICT_RETRIES = 5    # a call whose object changed under it runs again this many times
 
 
+class ShuttingDown(Exception):
+    """The kernel is stopping and takes no new work."""
+
+
+class CycleQueueFull(Exception):
+    """CYCLE_QUEUE_MAX cycles are already waiting or running."""
+
+
+class NotAMethod(Exception):
+    """A data slot was sent arguments as if it were a method."""
+
+
+class InstallRefused(Exception):
+    """The PersistenceGuardian refused the Architect's method."""
+
+    def __init__(self, findings: list[str]):
+        super().__init__("the PersistenceGuardian refused the method: " + "; ".join(findings))
+        self.result = {"state": "FAILED", "findings": list(findings)}
+        self.details = {"findings": list(findings)}
+
+
+class CycleFailed(Exception):
+    """The cycle that was to teach an object a selector FAILED."""
+
+    def __init__(self, target_oid: str, selector: str, result: dict):
+        super().__init__(f"{target_oid} does not understand '{selector}', and the cognitive cycle "
+                         f"{result['cycle_id']} that tried to teach it FAILED: {result.get('reason')}")
+        self.result = result
+        self.details = {"cycle_id": result["cycle_id"]}
+
+
 class Kernel:
-    def __init__(self, settings: config.Settings):
+    def __init__(self, settings: config.Settings, shutdown: Shutdown | None = None):
         self.settings = settings
+        self.shutdown = shutdown or Shutdown()
         self.started = time.monotonic()
-        self.image = Image.open(settings, pool_size=settings.METHOD_WORKERS + settings.CYCLE_WORKERS + 4)
+        self.image = Image.open(settings, pool_size=settings.KERNEL_THREADS + settings.CYCLE_WORKERS + 4)
         self.created_oids = self.image.bootstrap(genesis.incarnate)
         self.models = Models(settings, self.image, emit=self._emit_threadsafe)
-        self.memory = None   # the FractalMemory, loaded in the background after start
+        self.knowledge = Knowledge(settings, self.image, emit=self._emit_threadsafe)
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
-                                          memory=self.memory, learned=self._learn_threadsafe)
-        self.method_pool: WorkerPool | None = None   # started with the loop
-        self.cycle_pool: WorkerPool | None = None
-        self.memory_pool: WorkerPool | None = None   # background ingestion (codex, skills)
+                                          learned=self._learn_threadsafe)
+        self.knowledge.on_loaded = self.psm.use_memory
+        self.threads: ThreadPool | None = None        # commits, installs, reads (started with the loop)
+        self.cycle_threads: ThreadPool | None = None  # cognitive cycles
         self.sandbox: SandboxPool | None = None       # the processes installed methods run in
         self.loop: asyncio.AbstractEventLoop | None = None
         self.metalog: MetacognitionLog | None = None
-        self.stopping = False
         self._cycles: dict[tuple[str, str], asyncio.Future] = {}   # {(oid, selector) -> result future}
         self._listeners: dict[str, list[Callable[[dict], None]]] = {}  # {cycle_id -> progress callbacks}
         self._cancels: set[threading.Event] = set()                 # running cycles' stop flags
@@ -60,15 +93,14 @@ class Kernel:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.method_pool = WorkerPool(self.loop, self.settings.METHOD_WORKERS, "batos-method")
-        self.cycle_pool = WorkerPool(self.loop, self.settings.CYCLE_WORKERS, "batos-cycle")
-        self.memory_pool = WorkerPool(self.loop, 1, "batos-memory")
+        self.threads = ThreadPool(self.loop, self.settings.KERNEL_THREADS, "batos-thread")
+        self.cycle_threads = ThreadPool(self.loop, self.settings.CYCLE_WORKERS, "batos-cycle")
         self.sandbox = SandboxPool(self.settings)   # starts its warm workers
         self.metalog = MetacognitionLog(self.settings.log_path)
         self.metalog.write({"event": "kernel_start", "pid": os.getpid(), "version": __version__,
                             "image": self.image.path, "created": self.created_oids})
-        if self.settings.MEMORY_ENABLED:
-            self._background(self._load_memory, "loading the Fractal Memory")
+        self.knowledge.start(self.loop)
+        self.shutdown.on_request(self._stop_cycles)
         self.loop.run_in_executor(None, self._check_models)
 
     def _check_models(self) -> None:
@@ -82,111 +114,6 @@ class Kernel:
             log.warning("kernel: %s", problem["message"])
             self._emit_threadsafe({"event": "model_missing", **problem})
 
-    # -- the Fractal Memory -------------------------------------------------------------
-    def _background(self, fn: Callable[[], Any], what: str) -> None:
-        """Run ``fn`` on the memory worker (call on the loop); failures are logged."""
-        def done(fut: asyncio.Future) -> None:
-            if not fut.cancelled() and fut.exception() is not None:
-                exc = fut.exception()
-                log.error("kernel: %s failed: %s: %s", what, type(exc).__name__, exc)
-                self.metalog.write({"event": "memory_error", "what": what, "error": str(exc)})
-        self.memory_pool.submit(fn).add_done_callback(done)
-
-    def _load_memory(self) -> None:
-        """Off the start path (numpy, zope.index): then the codex, once per version."""
-        from batos.memory import FractalMemory
-        self.memory = self.psm.memory = FractalMemory(self.settings)
-        self._ingest_codex()
-
-    def _ingest_codex(self) -> None:
-        """Ingest the Persona Codex once per codex version (in the background)."""
-        with self.image.reading() as s:
-            if s.root["batos"].get("codex") == codex.version():
-                return
-        t0 = time.monotonic()
-        prepared = [(f"codex:{title}", self.memory.prepare(f"{title}\n\n{body}"))
-                    for title, body in codex.sections()]
-
-        def body(s: Session) -> int:
-            n = 0
-            for source, (chunks, vectors) in prepared:
-                n += len(self.memory.ingest(s.root, chunks, vectors, source, kind="codex", replace=True))
-            s.root["batos"]["codex"] = codex.version()
-            return n
-        n = self.image.transact(body, note="ingest the Persona Codex")
-        self._emit_threadsafe({"event": "codex_ingested", "version": codex.version(), "chunks": n,
-                               "seconds": round(time.monotonic() - t0, 3)})
-
-    def _learn_threadsafe(self, target_oid: str, selector: str, source: str, doc: str) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._learn, target_oid, selector, source, doc)
-
-    def _learn(self, target_oid: str, selector: str, source: str, doc: str) -> None:
-        """The skill library: an installed method is ingested into the memory.  The memory
-        worker is serial, so a method installed while the memory loads is learned after."""
-        if not self.settings.MEMORY_ENABLED or self.stopping:
-            return
-        text = f"Method {selector} of {target_oid}: {doc}\n```python\n{source.strip()}\n```"
-
-        def job() -> None:
-            if self.memory is None:   # the memory failed to load (logged then)
-                return
-            vectors = self.memory.embedder.encode([text])
-            self.image.transact(lambda s: self.memory.ingest(
-                s.root, [text], vectors, f"method:{target_oid}.{selector}", kind="method",
-                replace=True), note=f"learn {target_oid}.{selector}")
-        self._background(job, f"learning {target_oid}.{selector}")
-
-    def _require_memory(self) -> Any:
-        if not self.settings.MEMORY_ENABLED:
-            raise BadRequest("the Fractal Memory is disabled (BATOS_MEMORY_ENABLED=0)")
-        if self.memory is None:
-            raise Busy("the Fractal Memory is still loading; try again in a moment")
-        return self.memory
-
-    async def ingest_knowledge(self, text: str, source: str, kind: str, replace: bool) -> dict:
-        memory = self._require_memory()
-
-        def work() -> list[int]:
-            from batos.memory import KnowledgeError, NothingToIngest
-            try:
-                chunks, vectors = memory.prepare(text)
-            except NothingToIngest as exc:
-                raise BadRequest(str(exc)) from None
-            except KnowledgeError as exc:
-                raise Internal(str(exc)) from None
-            return self.image.transact(lambda s: memory.ingest(s.root, chunks, vectors, source, kind, replace),
-                                       note=f"ingest {source}")
-        ids = await self.in_worker(work)
-        self.metalog.write({"event": "ingest", "source": source, "kind": kind, "chunks": len(ids)})
-        return {"source": source, "chunks": len(ids), "ids": ids}
-
-    async def ingest_lora(self, name: str | None, persona: str | None) -> dict:
-        def work() -> list[dict]:
-            try:
-                return self.models.ingest_loras(name, persona)
-            except ModelUnavailable as exc:
-                raise BadRequest(str(exc)) from None
-        adapters = await self.in_worker(work)
-        return {"adapters": adapters, "persona": persona}
-
-    async def parser_model(self) -> dict:
-        def work() -> dict:
-            try:
-                return self.models.parser_model()
-            except GenerationError as exc:
-                raise Internal(str(exc)) from None
-        return await self.in_worker(work)
-
-    async def search_knowledge(self, query: str, k: int, kind: str | None) -> dict:
-        memory = self._require_memory()
-
-        def work() -> dict:
-            t0 = time.perf_counter()
-            results = self._read(lambda s: memory.search(s.root, query, k, kind))
-            return {"results": results, "took_ms": round((time.perf_counter() - t0) * 1000, 3)}
-        return await self.in_worker(work)
-
     # -- events ---------------------------------------------------------------------
     def _emit_threadsafe(self, event: dict) -> None:
         assert self.loop is not None
@@ -199,51 +126,59 @@ class Kernel:
             for listener in self._listeners.get(event.get("cycle_id"), ()):
                 listener(event)
 
-    # -- running work off the loop ------------------------------------------------------
-    async def in_worker(self, fn: Callable[[], Any]) -> Any:
-        if self.stopping:
-            raise Busy("the kernel is shutting down")
-        return await self.method_pool.submit(fn)
+    def _learn_threadsafe(self, target_oid: str, selector: str, source: str, doc: str) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self.knowledge.learn, target_oid, selector, source, doc)
 
-    # -- services -------------------------------------------------------------------
+    # -- running work off the loop ------------------------------------------------------
+    async def in_thread(self, fn: Callable[[], Any]) -> Any:
+        return await self.threads.submit(fn)
+
+    def _read(self, fn: Callable[[Session], Any]) -> Any:
+        with self.image.reading() as s:
+            return fn(s)
+
+    # -- the commands ---------------------------------------------------------------
     def ping(self) -> dict:
         return {"pong": True, "version": __version__, "uptime_s": round(time.monotonic() - self.started, 3),
                 "pid": os.getpid(), "protocol": 1, "cycles_running": len(self._cancels),
                 "sandbox": self.sandbox.status() if self.sandbox is not None else None}
 
-    async def run_cycle(self, target_oid: str, brief: dict, progress: Progress = None) -> dict:
-        await self.in_worker(lambda: self._read(lambda s: s.get(target_oid) and None))
-        key = (target_oid, brief["selector"])
+    async def run_cycle(self, target_oid: str, brief: MissionBrief, progress: Progress = None) -> dict:
+        await self.in_thread(lambda: self._read(lambda s: s.get(target_oid)) and None)
+        key = (target_oid, brief.selector)
         fut = self._cycles.get(key)
         if fut is None:
             if self._queued_cycles >= self.settings.CYCLE_QUEUE_MAX:
-                raise Busy(f"{self._queued_cycles} cognitive cycles are already waiting; try again later")
+                raise CycleQueueFull(f"{self._queued_cycles} cognitive cycles are already waiting; "
+                                     "try again later")
             fut = self._start_cycle(target_oid, brief)
         cycle_id = fut.cycle_id  # type: ignore[attr-defined]
         if progress is not None:
             self._listeners.setdefault(cycle_id, []).append(progress)
         try:
-            return await asyncio.shield(fut)
+            result: CycleResult = await asyncio.shield(fut)
+            return result.wire()
         finally:
             if progress is not None and cycle_id in self._listeners:
                 self._listeners[cycle_id].remove(progress)
 
-    def _start_cycle(self, target_oid: str, brief: dict) -> asyncio.Future:
+    def _start_cycle(self, target_oid: str, brief: MissionBrief) -> asyncio.Future:
         cycle_id = uuid.uuid4().hex[:12]
-        key = (target_oid, brief["selector"])
+        key = (target_oid, brief.selector)
         cancel = threading.Event()
-        if self.stopping:
+        if self.shutdown.requested:
             cancel.set()
 
-        def work() -> dict:
+        def work() -> CycleResult:
             self._cancels.add(cancel)
             try:
-                return self.psm.run(cycle_id, target_oid, brief, cancel).result()
+                return self.psm.run(cycle_id, target_oid, brief, cancel)
             finally:
                 self._cancels.discard(cancel)
 
         self._queued_cycles += 1
-        fut = self.cycle_pool.submit(work)
+        fut = self.cycle_threads.submit(work)
         fut.cycle_id = cycle_id  # type: ignore[attr-defined]
 
         def done(_f: asyncio.Future) -> None:
@@ -255,24 +190,25 @@ class Kernel:
         self._cycles[key] = fut
         return fut
 
+    def _stop_cycles(self) -> None:
+        """Shutdown: running cycles stop at their next step and end FAILED."""
+        for cancel in list(self._cancels):
+            cancel.set()
+
     async def send(self, target_oid: str, selector: str, args: list, kwargs: dict,
                    progress: Progress = None) -> dict:
-        if self.stopping:
-            raise Busy("the kernel is shutting down")
         try:
             return {"value": await self._invoke(target_oid, selector, args, kwargs)}
         except NotUnderstood as nu:
             brief = nu.brief
         result = await self.run_cycle(target_oid, brief, progress)
         if result["state"] != "COMPLETE":
-            raise Rejected(f"{target_oid} does not understand '{selector}', and the cognitive cycle "
-                           f"{result['cycle_id']} that tried to teach it FAILED: {result.get('reason')}",
-                           result=result, cycle_id=result["cycle_id"])
+            raise CycleFailed(target_oid, selector, result)
         try:
             value = await self._invoke(target_oid, selector, args, kwargs)
         except NotUnderstood:
-            raise Internal(f"the cycle {result['cycle_id']} completed but '{selector}' "
-                           "is still not understood") from None
+            raise RuntimeError(f"the cycle {result['cycle_id']} completed but '{selector}' "
+                               "is still not understood") from None
         return {"value": value, "cycle_id": result["cycle_id"]}
 
     async def _invoke(self, target_oid: str, selector: str, args: list, kwargs: dict) -> Any:
@@ -280,7 +216,7 @@ class Kernel:
 
         The object is read on the event loop (a ZODB read of cached objects takes
         microseconds), so a call that changes nothing costs no thread hand-off.  Changes
-        are committed by a method worker, only if the object's slots are still the ones
+        are committed on a kernel thread, only if the object's slots are still the ones
         the call saw; otherwise the call runs again on the new state (as a ZODB conflict
         would), up to ``CONFLICT_RETRIES`` times.
         """
@@ -288,7 +224,7 @@ class Kernel:
         try:
             call_args = plain.to_tree(list(args)), plain.to_tree(dict(kwargs))
         except plain.NotPlain as exc:
-            raise BadRequest(f"the arguments are not plain data: {exc}") from None
+            raise plain.NotPlain(f"the arguments are not plain data: {exc}") from None
         for _attempt in range(CONFLICT_RETRIES + 1):
             with self.image.reading() as s:
                 obj = s.get(target_oid)
@@ -297,8 +233,8 @@ class Kernel:
                     obj._doesNotUnderstand_(selector, args, kwargs)
                 if not isinstance(found[1], Method):
                     if args or kwargs:
-                        raise MethodError(f"'{selector}' on {target_oid} is a data slot "
-                                          f"({type(found[1]).__name__}), not a method")
+                        raise NotAMethod(f"'{selector}' on {target_oid} is a data slot "
+                                         f"({type(found[1]).__name__}), not a method")
                     return to_wire(found[1])
                 view, sources = obj._sandbox_view()
                 seen = obj._state_serial()
@@ -308,11 +244,11 @@ class Kernel:
             if not reply["changes"] and not reply["deleted"]:
                 return reply.get("value")
             commit = functools.partial(self._commit_call, target_oid, seen, view, reply, label)
-            if await self.in_worker(functools.partial(self.image.transact, commit, note=f"send {label}")):
+            if await self.in_thread(functools.partial(self.image.transact, commit, note=f"send {label}")):
                 return reply.get("value")
             log.info("kernel: %s: the object changed during the call; running it again", label)
-        raise Internal(f"{label}: the object kept changing under the call; gave up after "
-                       f"{CONFLICT_RETRIES + 1} attempts")
+        raise RuntimeError(f"{label}: the object kept changing under the call; gave up after "
+                           f"{CONFLICT_RETRIES + 1} attempts")
 
     @staticmethod
     def _commit_call(target_oid: str, seen: bytes, view: dict, reply: dict, label: str,
@@ -330,19 +266,17 @@ class Kernel:
         self.metalog.write({**event, "state": "VALIDATING", "source_chars": len(source)})
         if not report.ok:
             self.metalog.write({**event, "state": "FAILED", "findings": report.findings})
-            result = {"state": "FAILED", "findings": report.findings}
-            raise Rejected("the PersistenceGuardian refused the method: " + "; ".join(report.findings),
-                           result=result, findings=report.findings)
+            raise InstallRefused(report.findings)
 
         def body(s: Session) -> None:
-            s.get(target_oid)._install(selector, source, origin="architect")
+            s.get(target_oid)._install(selector, source, origin="architect", report=report)
         try:
-            await self.in_worker(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
+            await self.in_thread(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
         except Exception as exc:
             self.metalog.write({**event, "state": "FAILED", "reason": str(exc)})
             raise
         self.metalog.write({**event, "state": "COMPLETE", "artifact": source})
-        self._learn(target_oid, selector, source, report.doc)
+        self.knowledge.learn(target_oid, selector, source, report.doc)
         return {"state": "COMPLETE", "findings": []}
 
     async def describe(self, target_oid: str) -> dict:
@@ -356,70 +290,43 @@ class Kernel:
                 "methods": [{"selector": sel, "signature": m.signature, "doc": m.doc,
                              "owner": owner._label()} for sel, owner, m in obj._methods()],
             }
-        return await self.in_worker(lambda: self._read(body))
+        return await self.in_thread(lambda: self._read(body))
 
     async def list_objects(self) -> list:
         def body(s: Session) -> list:
             return [{"oid": oid, "name": str(obj._slots.get("name", ""))}
                     for oid, obj in s.root["objects"].items()]
-        return await self.in_worker(lambda: self._read(body))
+        return await self.in_thread(lambda: self._read(body))
 
-    def _read(self, fn: Callable[[Session], Any]) -> Any:
-        with self.image.reading() as s:
-            return fn(s)
+    async def ingest_knowledge(self, text: str, source: str, kind: str, replace: bool) -> dict:
+        self.knowledge.require()        # before a thread is taken: disabled or loading
+        result = await self.in_thread(lambda: self.knowledge.ingest(text, source, kind, replace))
+        self.metalog.write({"event": "ingest", "source": source, "kind": kind, "chunks": result["chunks"]})
+        return result
 
-    # -- shutdown ---------------------------------------------------------------------
-    def begin_shutdown(self) -> None:
-        """Stop taking work and stop running cycles (they end FAILED)."""
-        if not self.stopping:
-            log.info("kernel: shutting down")
-            self.stopping = True
-            for cancel in list(self._cancels):
-                cancel.set()
+    async def search_knowledge(self, query: str, k: int, kind: str | None) -> dict:
+        self.knowledge.require()
+        return await self.in_thread(lambda: self.knowledge.search(query, k, kind))
 
+    async def ingest_lora(self, name: str | None, persona: str | None) -> dict:
+        adapters = await self.in_thread(lambda: self.models.ingest_loras(name, persona))
+        return {"adapters": adapters, "persona": persona}
+
+    async def parser_model(self) -> dict:
+        return await self.in_thread(self.models.parser_model)
+
+    # -- closing ----------------------------------------------------------------------
     async def close(self) -> None:
-        deadline = self.settings.SHUTDOWN_TIMEOUT_S
+        """After a shutdown request and the server's drain: wait for cycles, then close."""
         pending = [f for f in self._cycles.values() if not f.done()]
         if pending:
-            await asyncio.wait(pending, timeout=deadline)
-        self.method_pool.shutdown(self.settings.METHOD_WORKERS)
-        self.cycle_pool.shutdown(self.settings.CYCLE_WORKERS)
-        self.memory_pool.shutdown(1)
+            await asyncio.wait(pending, timeout=self.settings.SHUTDOWN_TIMEOUT_S)
+        self.threads.shutdown(self.settings.KERNEL_THREADS)
+        self.cycle_threads.shutdown(self.settings.CYCLE_WORKERS)
+        self.knowledge.close()
         await self.sandbox.close()
         if self.metalog is not None:
             self.metalog.write({"event": "kernel_stop", "pid": os.getpid()})
             await self.metalog.close()
         await asyncio.get_running_loop().run_in_executor(None, self.models.close)
         self.image.close()
-
-
-# ------------------------------------------------------------------------- main
-
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m batos", description="The BAT OS kernel.")
-    p.add_argument("--home", help="BATOS_HOME: where the image, blobs and log live")
-    p.add_argument("--endpoint", help="ZMQ_ENDPOINT to bind, e.g. tcp://127.0.0.1:5555")
-    p.add_argument("--log-level", help="LOG_LEVEL: DEBUG, INFO, WARNING or ERROR")
-    return p.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parse_args(argv)
-    try:
-        settings = config.load(HOME=_path(args.home), ZMQ_ENDPOINT=args.endpoint,
-                               LOG_LEVEL=args.log_level)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    logging.basicConfig(level=settings.LOG_LEVEL.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s")
-    from batos.server import serve
-    try:
-        return asyncio.run(serve(settings))
-    except ImageError as exc:
-        print(exc, file=sys.stderr)
-        return 3
-
-
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None

@@ -69,6 +69,8 @@ class MissionBrief(_Model):
     args: list[ArgName] = Field(default_factory=list, max_length=32)   # parameter names
     kwargs: dict[ArgName, Any] = Field(default_factory=dict)           # keyword names -> example
     intent: Optional[Annotated[StrictStr, Field(max_length=4000)]] = None
+    # the call that was not understood, with its values (set by _doesNotUnderstand_)
+    example_call: Optional[Annotated[StrictStr, Field(max_length=2000)]] = None
 
 
 class InitiateCognitiveCycle(Request):
@@ -144,14 +146,27 @@ REQUESTS: dict[str, type[Request]] = {
 
 
 # ---------------------------------------------------------------------- results
+# Every command's result, as the kernel sends it: the tests check every reply they get
+# against these (``check_reply``), so the contract and the kernel cannot drift apart.
+
+class SandboxStatus(_Model):
+    idle: int
+    busy: int
+    starting: int
+    started: int
+    lost: int
+    layers: list[str]
+    error: Optional[str] = None
+
 
 class PingResult(_Model):
-    pong: bool = True
+    pong: Literal[True] = True
     version: str
     uptime_s: float
     pid: int
     protocol: int = PROTOCOL_VERSION
     cycles_running: int = 0
+    sandbox: Optional[SandboxStatus] = None
 
 
 class CycleResult(_Model):
@@ -160,6 +175,7 @@ class CycleResult(_Model):
     selector: str
     source: Optional[str] = None
     reason: Optional[str] = None
+    phase: Optional[Literal["generation", "parsing", "audit", "install", "cycle", "internal"]] = None
     transitions: list[str]
     persona: Optional[str] = None
     attempts: int = 1
@@ -196,10 +212,55 @@ class ObjectRef(_Model):
     name: str
 
 
+class IngestResult(_Model):
+    source: str
+    chunks: int
+    ids: list[int]
+
+
+class SearchHit(_Model):
+    id: int
+    text: str
+    source: str
+    kind: str
+    score: float
+
+
+class SearchResult(_Model):
+    results: list[SearchHit]
+    took_ms: float
+
+
+class LoraResult(_Model):
+    adapters: list[dict]
+    persona: Optional[str] = None
+
+
+class ParserModelResult(_Model):
+    path: str
+    sha256: str
+    source: str
+    kind: str
+
+
+class ShutdownResult(_Model):
+    stopping: Literal[True]
+
+
+RESULTS: dict[str, Any] = {
+    "ping": PingResult, "initiate_cognitive_cycle": CycleResult, "send_message": SendResult,
+    "install_method": InstallResult, "describe": DescribeResult, "list_objects": list[ObjectRef],
+    "ingest_knowledge": IngestResult, "search_knowledge": SearchResult, "ingest_lora": LoraResult,
+    "get_parser_model": ParserModelResult, "shutdown": ShutdownResult,
+}
+assert set(RESULTS) == set(REQUESTS), "every protocol command needs a result model"
+
+
 # ---------------------------------------------------------------------- replies
 
 class ErrorInfo(_Model):
-    type: str
+    type: Literal["BadRequest", "UnknownCommand", "UnknownObject", "MethodError", "Timeout",
+                  "Rejected", "Busy", "Internal"]
     message: str
 
 
@@ -217,6 +278,23 @@ class ProgressEvent(_Model):
     event: str
     cycle_id: Optional[str] = None
     state: Optional[str] = None
+
+
+def check_reply(command: str, reply: dict) -> None:
+    """Raise ``ValidationError`` unless ``reply`` is a final reply or progress event of the
+    contract, with ``command``'s result model when it succeeded (or a FAILED result beside
+    an error, for the commands that send one)."""
+    from pydantic import TypeAdapter
+    if reply.get("final") is False:
+        ProgressEvent.model_validate(reply)
+        return
+    final = FinalReply.model_validate(reply)
+    if final.ok:
+        TypeAdapter(RESULTS[command]).validate_python(final.result)
+    elif final.result is not None and command in ("initiate_cognitive_cycle", "send_message"):
+        CycleResult.model_validate(final.result)
+    elif final.result is not None and command == "install_method":
+        InstallResult.model_validate(final.result)
 
 
 def ok_reply(request_id: Any, result: Any) -> dict:

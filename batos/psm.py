@@ -3,12 +3,20 @@
 IDLE -> DECOMPOSING -> DELEGATING -> SYNTHESIZING -> VALIDATING -> COMPLETE,
 or FAILED from any state.  Each state is a prototype object in the image
 (``psm_<state>_obj``): its successor, persona, prompt and token budget are
-read from there at the start of every cycle.  The behaviour of each state is
-the function of the same name below.
+read, once, at the start of every cycle into a frozen ``Snapshot``.  The
+behaviour of each state is the function of the same name below; it fills in
+the ``StepRecord`` of its step (who was asked, with which model, the tokens and
+times, the queries, what was retrieved, the findings) and returns the next
+state.  A step's record is emitted when the step ends: it is the one source of
+the progress events, of metacognition.jsonl's ``state`` lines and of the
+cycle's result.
 
 The cycle writes to the image only in COMPLETE, in one transaction that
-installs the method and records the cycle; a FAILED cycle leaves no trace in
-the image (its story is in metacognition.jsonl).
+installs the method (with the audit report VALIDATING made: a source is audited
+once per attempt) and records the cycle; a FAILED cycle leaves no trace in the
+image (its story is in metacognition.jsonl) and its result names the phase that
+failed: generation, parsing, audit, install, cycle (stopped, timed out) or
+internal (a bug).
 """
 from __future__ import annotations
 
@@ -21,20 +29,20 @@ import textwrap
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+import types
+from typing import Any, Callable, Mapping, Optional
 
 from persistent.mapping import PersistentMapping
 from pydantic import BaseModel, Field, ValidationError
 
 from batos import guardian
-from batos.errors import BatosError
 from batos.genesis import PERSONA_PROTOTYPES, state_oid
+from batos.image import ConflictsExhausted, ObjectNotFound
 from batos.llm import Generation, GenerationError
-from batos.protocol import STATES
+from batos.protocol import STATES, MissionBrief
 from batos.uvm import Method
 
 log = logging.getLogger("batos.psm")
-TERMINAL = ("COMPLETE", "FAILED")
 MAX_TRANSITIONS = 24
 
 
@@ -72,61 +80,134 @@ CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
 
 
+# ------------------------------------------------------------------ the records
+
+@dataclasses.dataclass(frozen=True)
+class StateConf:
+    """A state object's slots, as the cycle read them."""
+    next: str
+    persona: Optional[str]
+    instructions: str
+    max_tokens: Optional[int]
+    max_tokens_setting: Optional[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodView:
+    selector: str
+    owner: str
+    signature: str
+    doc: str
+    source: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What a cycle reads from the image at its start, frozen: the target's persona,
+    methods and slots, the states' configuration and the personas' system prompts."""
+    persona: str
+    methods: tuple[MethodView, ...]
+    slots: Mapping[str, str]              # {slot name -> type name}
+    states: Mapping[str, StateConf]       # {state -> its configuration}
+    prompts: Mapping[str, str]            # {persona -> system prompt}
+
+
 @dataclasses.dataclass
 class Exchange:
     """One question to a persona's model and its answer."""
-    state: str
     persona: str
+    model: str
     prompt_chars: int
     answer_chars: int
     prompt_tokens: int
     completion_tokens: int
     seconds: float
-    model: str
     load_seconds: float = 0.0
+
+    def fields(self) -> dict:
+        return {"asked": self.persona, "model": self.model, "prompt_chars": self.prompt_chars,
+                "answer_chars": self.answer_chars, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "llm_s": self.seconds,
+                "load_s": self.load_seconds}
+
+
+@dataclasses.dataclass
+class StepRecord:
+    """One state of one cycle, from its start to its end, with its own data."""
+    state: str
+    attempt: int
+    started_at: float
+    ended_at: float = 0.0
+    next: Optional[str] = None           # the state it led to (None: the cycle ended)
+    exchange: Optional[Exchange] = None  # the model's answer, for states that ask one
+    data: dict = dataclasses.field(default_factory=dict)   # the state's own findings
+
+    @property
+    def duration_s(self) -> float:
+        return round(self.ended_at - self.started_at, 4)
+
+
+@dataclasses.dataclass
+class CycleResult:
+    """The outcome of a cycle, built from its records."""
+    cycle_id: str
+    state: str                          # "COMPLETE" or "FAILED"
+    selector: str
+    transitions: list[str]
+    persona: str
+    attempts: int
+    duration_s: float
+    source: Optional[str] = None
+    reason: Optional[str] = None
+    phase: Optional[str] = None         # FAILED: generation, parsing, audit, install, cycle, internal
+
+    def wire(self) -> dict:
+        out = {"cycle_id": self.cycle_id, "state": self.state, "selector": self.selector,
+               "transitions": self.transitions, "persona": self.persona, "attempts": self.attempts,
+               "duration_s": self.duration_s}
+        if self.source is not None:
+            out["source"] = self.source
+        if self.state == "FAILED":
+            out["reason"], out["phase"] = self.reason, self.phase
+        return out
 
 
 @dataclasses.dataclass
 class CognitiveCycle:
     cycle_id: str
     target_oid: str
-    mission: dict
-    persona: str = ""
+    mission: MissionBrief
+    cancel: threading.Event
     started_at: float = dataclasses.field(default_factory=time.time)
-    history: list[tuple[str, float]] = dataclasses.field(default_factory=list)  # [(state, ts)]
-    exchanges: list[Exchange] = dataclasses.field(default_factory=list)
+    snapshot: Optional[Snapshot] = None
+    steps: list[StepRecord] = dataclasses.field(default_factory=list)
     queries: list[str] = dataclasses.field(default_factory=list)
     context: str = ""
     skills: list[str] = dataclasses.field(default_factory=list)   # sources of similar methods
     answer: str = ""                      # the last raw answer of SYNTHESIZING
     artifact: Optional[str] = None        # the method's source
     findings: list[str] = dataclasses.field(default_factory=list)
-    reason: Optional[str] = None
+    failed_phase: str = "audit"           # what the findings are about: "parsing" or "audit"
+    report: Optional[guardian.AuditReport] = None   # VALIDATING's verdict on the artifact
     attempts: int = 0
 
     @property
-    def state(self) -> str:
-        return self.history[-1][0] if self.history else "IDLE"
-
-    @property
     def selector(self) -> str:
-        return self.mission["selector"]
+        return self.mission.selector
 
     @property
-    def duration_s(self) -> float:
-        return (self.history[-1][1] if self.history else time.time()) - self.started_at
+    def persona(self) -> str:
+        return self.snapshot.persona if self.snapshot else ""
 
-    def result(self) -> dict:
-        out = {"cycle_id": self.cycle_id, "state": self.state, "selector": self.selector,
-               "transitions": [s for s, _ in self.history], "persona": self.persona,
-               "attempts": self.attempts, "duration_s": round(self.duration_s, 3)}
-        if self.state == "COMPLETE":
-            out["source"] = self.artifact
-        else:
-            out["reason"] = self.reason
-            if self.artifact:
-                out["source"] = self.artifact
-        return out
+    @property
+    def state(self) -> str:
+        return self.steps[-1].state if self.steps else "IDLE"
+
+    def result(self, reason: str | None = None, phase: str | None = None) -> CycleResult:
+        ended = self.steps[-1].ended_at if self.steps else time.time()
+        return CycleResult(self.cycle_id, self.state, self.selector, [r.state for r in self.steps],
+                           self.persona, self.attempts, round(ended - self.started_at, 3),
+                           source=self.artifact, reason=reason, phase=phase)
 
 
 # -------------------------------------------------------------- extracting code
@@ -179,88 +260,108 @@ class PrototypalStateMachine:
         self.models = models
         self.settings = settings
         self.emit = emit
-        self.memory = memory        # the FractalMemory, or None when it is disabled
+        self.memory = memory        # the FractalMemory, or None when it is disabled or loading
         self.learned = learned      # told of every installed method (the skill library)
 
+    def use_memory(self, memory: Any) -> None:
+        self.memory = memory
+
     # -- the run loop ---------------------------------------------------------------
-    def run(self, cycle_id: str, target_oid: str, brief: dict,
-            cancel: threading.Event | None = None) -> CognitiveCycle:
-        cancel = cancel or threading.Event()
-        cycle = CognitiveCycle(cycle_id, target_oid, dict(brief))
-        timer = threading.Timer(self.settings.CYCLE_TIMEOUT_S, cancel.set)
+    def run(self, cycle_id: str, target_oid: str, brief: MissionBrief | dict,
+            cancel: threading.Event | None = None) -> CycleResult:
+        mission = brief if isinstance(brief, MissionBrief) else MissionBrief.model_validate(brief)
+        cycle = CognitiveCycle(cycle_id, target_oid, mission, cancel or threading.Event())
+        timer = threading.Timer(self.settings.CYCLE_TIMEOUT_S, cycle.cancel.set)
         timer.daemon = True
         timer.start()
-        ctx: dict[str, Any] = {"cancel": cancel}
         try:
-            self._run(cycle, ctx)
+            return self._run(cycle)
         finally:
             timer.cancel()
-        return cycle
 
-    def _run(self, cycle: CognitiveCycle, ctx: dict) -> None:
+    def _run(self, cycle: CognitiveCycle) -> CycleResult:
         try:
-            ctx.update(self._snapshot(cycle))
-        except (BatosError, CycleFailure) as exc:
-            return self._fail(cycle, getattr(exc, "message", None) or str(exc))
-        state, extra = "IDLE", {}
+            cycle.snapshot = self._snapshot(cycle)
+        except (ObjectNotFound, ConflictsExhausted, CycleFailure) as exc:
+            return self._fail(cycle, str(exc), "cycle")
+        state = "IDLE"
         for _ in range(MAX_TRANSITIONS):
-            self._enter(cycle, state, **extra)
+            step = StepRecord(state, cycle.attempts, time.time())
             try:
-                if ctx["cancel"].is_set():
+                if cycle.cancel.is_set():
                     raise CycleFailure(f"the cycle was stopped (time limit "
                                        f"{self.settings.CYCLE_TIMEOUT_S:g}s or shutdown)")
-                state, extra = PROCESSES[state](self, cycle, ctx)
-                if state == "":
-                    return  # COMPLETE is done
-                if state == "FAILED":
-                    return self._fail(cycle, extra.get("reason") or "the cycle was sent to FAILED")
-            except (CycleFailure, GenerationError) as exc:
-                return self._fail(cycle, f"{cycle.state}: {exc}")
+                successor = PROCESSES[state](self, cycle, step)
+            except GenerationError as exc:
+                return self._fail(cycle, f"{state}: {exc}", "generation", step)
+            except CycleFailure as exc:
+                return self._fail(cycle, f"{state}: {exc}", exc.phase, step)
             except Exception as exc:  # a bug must not crash the kernel: the cycle fails
-                log.error("psm: %s failed in %s:\n%s", cycle.cycle_id, cycle.state,
-                          traceback.format_exc())
-                return self._fail(cycle, f"{cycle.state}: internal error: {type(exc).__name__}: {exc}")
-        self._fail(cycle, f"the cycle exceeded {MAX_TRANSITIONS} transitions")
+                log.error("psm: %s failed in %s:\n%s", cycle.cycle_id, state, traceback.format_exc())
+                return self._fail(cycle, f"{state}: internal error: {type(exc).__name__}: {exc}",
+                                  "internal", step)
+            if successor == "FAILED":    # a state object rewired to fail
+                return self._fail(cycle, f"{state} leads to FAILED", "cycle", step)
+            self._end(cycle, step, successor)
+            if successor is None:
+                return self._finish(cycle)
+            state = successor
+        return self._fail(cycle, f"the cycle exceeded {MAX_TRANSITIONS} transitions", "cycle")
 
-    def _fail(self, cycle: CognitiveCycle, reason: str) -> None:
-        """Enter FAILED: nothing of the cycle is in the image; the log keeps its story."""
-        cycle.reason = reason
-        self._enter(cycle, "FAILED", reason=reason)
-        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED",
-                   "target": cycle.target_oid, "selector": cycle.selector,
-                   "persona": cycle.persona, "ts": time.time(),
-                   "duration_s": round(time.time() - cycle.started_at, 3),
-                   "reason": reason, "attempts": cycle.attempts, "artifact": cycle.artifact})
-
-    def _enter(self, cycle: CognitiveCycle, state: str, **extra: Any) -> None:
-        prev = cycle.history[-1] if cycle.history else None
-        now = time.time()
-        cycle.history.append((state, now))
-        event = {"event": "state", "cycle_id": cycle.cycle_id, "state": state,
-                 "prev": prev[0] if prev else None, "target": cycle.target_oid,
-                 "selector": cycle.selector, "persona": cycle.persona, "ts": now,
-                 "elapsed_s": round(now - cycle.started_at, 4),
-                 "prev_state_s": round(now - prev[1], 4) if prev else 0.0,
-                 "attempt": cycle.attempts}
-        event.update(extra)
+    def _end(self, cycle: CognitiveCycle, step: StepRecord, successor: str | None) -> None:
+        """Close a step and emit its record (a ``state`` event)."""
+        step.ended_at, step.next = time.time(), successor
+        cycle.steps.append(step)
+        event = {"event": "state", "cycle_id": cycle.cycle_id, "state": step.state,
+                 "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
+                 "ts": step.ended_at, "elapsed_s": round(step.ended_at - cycle.started_at, 4),
+                 "duration_s": step.duration_s, "next": successor, "attempt": step.attempt}
+        if step.exchange is not None:
+            event.update(step.exchange.fields())
+        event.update(step.data)
         self.emit(event)
 
-    def _next(self, ctx: dict, state: str) -> str:
-        successor = ctx["states"][state]["next"]
+    def _finish(self, cycle: CognitiveCycle) -> CycleResult:
+        result = cycle.result()
+        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": result.state,
+                   "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
+                   "ts": time.time(), "duration_s": result.duration_s, "artifact": cycle.artifact,
+                   "attempts": cycle.attempts, "reason": result.reason, "phase": result.phase,
+                   "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]})
+        return result
+
+    def _fail(self, cycle: CognitiveCycle, reason: str, phase: str,
+              step: StepRecord | None = None) -> CycleResult:
+        """Enter FAILED: nothing of the cycle is in the image; the log keeps its story."""
+        if step is not None:   # the step that failed ends here, with what it had found
+            step.data.setdefault("error", reason)
+            self._end(cycle, step, "FAILED")
+        failed = StepRecord("FAILED", cycle.attempts, time.time(), data={"reason": reason, "phase": phase})
+        self._end(cycle, failed, None)
+        result = cycle.result(reason, phase)
+        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED",
+                   "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
+                   "ts": time.time(), "duration_s": result.duration_s, "reason": reason, "phase": phase,
+                   "attempts": cycle.attempts, "artifact": cycle.artifact,
+                   "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]})
+        return result
+
+    def _next(self, cycle: CognitiveCycle, state: str) -> str:
+        successor = cycle.snapshot.states[state].next
         if successor not in STATES:
             raise CycleFailure(f"the state {state}'s successor {successor!r} is not a state")
         return successor
 
     # -- reading what the cycle needs ---------------------------------------------------
-    def _snapshot(self, cycle: CognitiveCycle) -> dict:
-        """Plain copies of the target, the personas and the states, read at the start."""
+    def _snapshot(self, cycle: CognitiveCycle) -> Snapshot:
+        """Plain, frozen copies of the target, the personas and the states, read at the start."""
         with self.image.reading() as s:
             target = s.get(cycle.target_oid)
             found = target._find_slot("persona")
             persona = found[1] if found and found[1] in PERSONA_PROTOTYPES \
                 else self.settings.DEFAULT_PERSONA_MODEL
-            methods = [{"selector": sel, "owner": owner._label(), "signature": m.signature,
-                        "doc": m.doc, "source": m.source} for sel, owner, m in target._methods()]
+            methods = tuple(MethodView(sel, owner._label(), m.signature, m.doc, m.source)
+                            for sel, owner, m in target._methods())
             slots = {k: type(v).__name__ for k, v in target._slots.items()
                      if k not in ("parents", "name", "doc") and not isinstance(v, Method)}
             objects = s.root["objects"]
@@ -269,89 +370,82 @@ class PrototypalStateMachine:
                 obj = objects.get(state_oid(state))
                 if obj is None:
                     raise CycleFailure(f"the state object {state_oid(state)} is missing")
-                states[state] = {k: obj._slots.get(k) for k in
-                                 ("next", "persona", "instructions", "max_tokens",
-                                  "max_tokens_setting")}
+                get = obj._slots.get
+                states[state] = StateConf(str(get("next") or ""), get("persona"),
+                                          str(get("instructions") or ""), get("max_tokens"),
+                                          get("max_tokens_setting"))
             prompts = {p: str(objects[oid]._slots.get("system_prompt", ""))
                        for p, (oid, _) in PERSONA_PROTOTYPES.items() if oid in objects}
-        cycle.persona = persona
-        return {"methods": methods, "slots": slots, "states": states, "prompts": prompts}
+        return Snapshot(persona, methods, types.MappingProxyType(slots), types.MappingProxyType(states),
+                        types.MappingProxyType(prompts))
 
-    def _ask(self, cycle: CognitiveCycle, ctx: dict, state: str, persona: str,
+    def _ask(self, cycle: CognitiveCycle, step: StepRecord, persona: str,
              messages: list[dict], schema: dict | None = None) -> Generation:
-        conf = ctx["states"][state]
-        max_tokens = conf.get("max_tokens") or getattr(
-            self.settings, conf.get("max_tokens_setting") or "METHOD_MAX_TOKENS")
-        gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema,
-                                   cancel=ctx["cancel"])
-        cycle.exchanges.append(Exchange(
-            state, persona, sum(len(m["content"]) for m in messages), len(gen.text),
-            gen.prompt_tokens, gen.completion_tokens, round(gen.seconds, 3), gen.model,
-            round(gen.load_seconds, 3)))
-        if ctx["cancel"].is_set():
+        conf = cycle.snapshot.states[step.state]
+        max_tokens = conf.max_tokens or getattr(self.settings, conf.max_tokens_setting or "METHOD_MAX_TOKENS")
+        gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema, cancel=cycle.cancel)
+        step.exchange = Exchange(persona, gen.model, sum(len(m["content"]) for m in messages),
+                                 len(gen.text), gen.prompt_tokens, gen.completion_tokens,
+                                 round(gen.seconds, 3), round(gen.load_seconds, 3))
+        if cycle.cancel.is_set():
             raise CycleFailure("the cycle was stopped while the model was answering")
         return gen
 
-    def _fields(self, cycle: CognitiveCycle, ctx: dict) -> dict:
+    def _fields(self, cycle: CognitiveCycle) -> dict:
         m = cycle.mission
-        intent = m.get("intent")
-        args = list(m.get("args") or []) + list((m.get("kwargs") or {}).keys())
-        example = m.get("example_call") or f"{cycle.selector}({', '.join(args)})"
-        methods = ", ".join(x["signature"] for x in ctx["methods"]) or "none"
-        slots = ", ".join(f"{k} ({v})" for k, v in ctx["slots"].items()) or "none"
-        params = m.get("args") or []
-        kw = list((m.get("kwargs") or {}).keys())
-        if params or kw:
-            hint = (f"{len(params)} positional argument(s)" if params else "no positional arguments")
-            if kw:
-                hint += f" and the keyword argument(s) {', '.join(kw)}"
+        args = list(m.args) + list(m.kwargs)
+        example = m.example_call or f"{cycle.selector}({', '.join(args)})"
+        methods = ", ".join(x.signature for x in cycle.snapshot.methods) or "none"
+        slots = ", ".join(f"{k} ({v})" for k, v in cycle.snapshot.slots.items()) or "none"
+        if m.args or m.kwargs:
+            hint = (f"{len(m.args)} positional argument(s)" if m.args else "no positional arguments")
+            if m.kwargs:
+                hint += f" and the keyword argument(s) {', '.join(m.kwargs)}"
         else:
             hint = "no arguments besides self"
         return {"target": cycle.target_oid, "selector": cycle.selector, "example_call": example,
-                "intent_line": f"The Architect's words: {intent}\n" if intent else "",
+                "intent_line": f"The Architect's words: {m.intent}\n" if m.intent else "",
                 "methods": methods, "slots": slots, "params_hint": hint,
                 "allowed": ", ".join(sorted(guardian.ALLOWED_MODULES)),
                 "context": cycle.context or "(none)",
                 "skills": "\n\n".join(cycle.skills) or "(none)"}
 
-    def _system(self, ctx: dict, persona: str) -> dict:
-        return {"role": "system", "content": ctx["prompts"].get(persona) or
+    def _system(self, cycle: CognitiveCycle, persona: str) -> dict:
+        return {"role": "system", "content": cycle.snapshot.prompts.get(persona) or
                 f"You are {persona}, a persona of BAT OS."}
 
 
 # ----------------------------------------------------------------- the states
 
-def idle(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
-    return psm._next(ctx, "IDLE"), {}
+def idle(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
+    return psm._next(cycle, "IDLE")
 
 
-def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
-    conf = ctx["states"]["DECOMPOSING"]
-    persona = conf.get("persona") or "BRICK"
-    prompt = conf["instructions"].format(**psm._fields(cycle, ctx))
-    gen = psm._ask(cycle, ctx, "DECOMPOSING", persona,
-                   [psm._system(ctx, persona), {"role": "user", "content": prompt}], PLAN_SCHEMA)
-    extra: dict[str, Any] = {}
+def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
+    conf = cycle.snapshot.states["DECOMPOSING"]
+    persona = conf.persona or "BRICK"
+    prompt = conf.instructions.format(**psm._fields(cycle))
+    gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), {"role": "user", "content": prompt}],
+                   PLAN_SCHEMA)
     try:
         plan = ResearchPlan.model_validate(json.loads(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
     except (json.JSONDecodeError, ValidationError) as exc:
         # the queries only guide retrieval; without them DELEGATING searches for the mission
-        extra["plan_error"] = f"BRICK's queries were not usable JSON ({type(exc).__name__})"
-    extra.update(_exchange_fields(cycle), queries=cycle.queries)
-    return psm._next(ctx, "DECOMPOSING"), extra
+        step.data["plan_error"] = f"BRICK's queries were not usable JSON ({type(exc).__name__})"
+    step.data["queries"] = cycle.queries
+    return psm._next(cycle, "DECOMPOSING")
 
 
 def _mission_text(cycle: CognitiveCycle) -> str:
-    m = cycle.mission
-    return " ".join(x for x in (cycle.selector.replace("_", " "), m.get("intent") or "") if x)
+    return " ".join(x for x in (cycle.selector.replace("_", " "), cycle.mission.intent or "") if x)
 
 
-def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
+def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
     """Run BRICK's queries against the Fractal Memory; collect deduplicated context and
     the most similar installed methods.  Without a memory, the target's related methods."""
     if psm.memory is None:
-        return _delegating_without_memory(psm, cycle, ctx)
+        return _delegating_without_memory(psm, cycle, step)
     k = psm.settings.MEMORY_SEARCH_K
     queries = cycle.queries or [_mission_text(cycle)]
     seen: set[int] = set()
@@ -373,33 +467,35 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
         skills = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN, kind="method")
     cycle.context = "\n\n".join(parts)
     cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
-    return psm._next(ctx, "DELEGATING"), {
-        "queries": queries, "retrieved": sizes, "context_items": len(parts),
-        "context_chars": len(cycle.context), "sources": sources,
-        "skills": [h["source"] for h in skills]}
+    step.data.update(queries=queries, retrieved=sizes, context_items=len(parts),
+                     context_chars=len(cycle.context), sources=sources,
+                     skills=[h["source"] for h in skills])
+    return psm._next(cycle, "DELEGATING")
 
 
-def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
+def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycle,
+                               step: StepRecord) -> str:
     words = set(re.findall(r"[a-z]+", " ".join([_mission_text(cycle), *cycle.queries]).lower()))
     scored = []
-    for m in ctx["methods"]:
-        text = f"{m['selector'].replace('_', ' ')} {m['doc']}".lower()
+    for m in cycle.snapshot.methods:
+        text = f"{m.selector.replace('_', ' ')} {m.doc}".lower()
         scored.append((len(words & set(re.findall(r"[a-z]+", text))), m))
     scored.sort(key=lambda x: -x[0])
-    cycle.skills = [m["source"].strip() for score, m in scored[:SKILLS_SHOWN] if score > 0]
+    cycle.skills = [m.source.strip() for score, m in scored[:SKILLS_SHOWN] if score > 0]
     cycle.context = ""
-    return psm._next(ctx, "DELEGATING"), {"queries": cycle.queries, "retrieved": [],
-                                          "context_chars": 0, "skills": len(cycle.skills)}
+    step.data.update(queries=cycle.queries, retrieved=[], context_chars=0, skills=len(cycle.skills))
+    return psm._next(cycle, "DELEGATING")
 
 
-def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
-    conf = ctx["states"]["SYNTHESIZING"]
-    persona = conf.get("persona")
+def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
+    conf = cycle.snapshot.states["SYNTHESIZING"]
+    persona = conf.persona
     if persona in (None, "", "target"):
         persona = cycle.persona
     cycle.attempts += 1
-    prompt = conf["instructions"].format(**psm._fields(cycle, ctx))
-    messages = [psm._system(ctx, persona), {"role": "user", "content": prompt}]
+    step.attempt = cycle.attempts
+    prompt = conf.instructions.format(**psm._fields(cycle))
+    messages = [psm._system(cycle, persona), {"role": "user", "content": prompt}]
     if cycle.findings and cycle.answer:
         messages += [{"role": "assistant", "content": cycle.answer},
                      {"role": "user", "content":
@@ -407,70 +503,70 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
                       + "\n- ".join(cycle.findings)
                       + f"\nWrite the corrected method '{cycle.selector}'. "
                         "Answer with only the code in one ```python block."}]
-    gen = psm._ask(cycle, ctx, "SYNTHESIZING", persona, messages)
+    gen = psm._ask(cycle, step, persona, messages)
     cycle.answer = gen.text
+    cycle.report = None
     try:
         cycle.artifact = extract_method(gen.text, cycle.selector)
         cycle.findings = []
     except ParsingError as exc:
+        # not final: VALIDATING feeds it back for another attempt, or fails the cycle in
+        # the parsing phase when no attempt is left
         cycle.artifact = None
+        cycle.failed_phase = "parsing"
         cycle.findings = [str(exc) + (" (the answer was cut off at the token limit)"
                                       if gen.finish_reason == "length" else "")]
-    return psm._next(ctx, "SYNTHESIZING"), _exchange_fields(cycle)
+        step.data["parse_error"] = cycle.findings[0]
+    step.data["finish_reason"] = gen.finish_reason
+    return psm._next(cycle, "SYNTHESIZING")
 
 
-def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
+def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
     if cycle.artifact is not None:
-        report = guardian.audit(cycle.artifact, cycle.selector,
-                                max_bytes=psm.settings.MAX_SOURCE_BYTES)
+        report = guardian.audit(cycle.artifact, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
         cycle.findings = list(report.findings)
+        cycle.failed_phase = "audit"
         if report.ok:
-            mission = cycle.mission
-            problem = report.accepts(len(mission.get("args") or []), (mission.get("kwargs") or {}))
+            problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs)
             if problem:
                 cycle.findings.append(problem)
+        cycle.report = report if not cycle.findings else None
+    step.data["findings"] = list(cycle.findings)
     if not cycle.findings:
-        return psm._next(ctx, "VALIDATING"), {"findings": []}
+        return psm._next(cycle, "VALIDATING")
     if cycle.attempts <= psm.settings.CYCLE_RETRIES:
-        return "SYNTHESIZING", {"findings": cycle.findings, "retry": True}
-    raise AuditError("the method was refused: " + "; ".join(cycle.findings))
+        step.data["retry"] = True
+        return "SYNTHESIZING"
+    error = ParsingError if cycle.failed_phase == "parsing" else AuditError
+    raise error("the method was refused: " + "; ".join(cycle.findings))
 
 
-def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, ctx: dict):
+def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> None:
+    report = cycle.report
+
     def install(s: Any) -> None:
         target = s.get(cycle.target_oid)
-        target._install(cycle.selector, cycle.artifact, origin="cycle", cycle_id=cycle.cycle_id)
+        target._install(cycle.selector, cycle.artifact, origin="cycle", cycle_id=cycle.cycle_id,
+                        report=report)
         s.root["cycles"][cycle.cycle_id] = PersistentMapping({
             "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
-            "mission": dict(cycle.mission), "transitions": [st for st, _ in cycle.history],
+            "mission": cycle.mission.model_dump(), "transitions": [r.state for r in cycle.steps] + ["COMPLETE"],
             "started_at": cycle.started_at, "finished_at": time.time(),
             "attempts": cycle.attempts, "source": cycle.artifact})
 
+    if report is None:
+        raise InstallError("COMPLETE was reached without a VALIDATING verdict")
     try:
         psm.image.transact(install, note=f"cycle {cycle.cycle_id}: install {cycle.selector}")
-    except BatosError as exc:
-        raise InstallError(exc.message) from exc
+    except (ObjectNotFound, ConflictsExhausted) as exc:
+        raise InstallError(str(exc)) from exc
     if psm.learned is not None:
-        doc = guardian.audit(cycle.artifact, cycle.selector).doc
-        psm.learned(cycle.target_oid, cycle.selector, cycle.artifact, doc)
-    psm.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "COMPLETE",
-              "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
-              "ts": time.time(), "duration_s": round(time.time() - cycle.started_at, 3),
-              "artifact": cycle.artifact, "attempts": cycle.attempts})
-    return "", {}
+        psm.learned(cycle.target_oid, cycle.selector, cycle.artifact, report.doc)
+    step.data["installed"] = cycle.selector
+    return None
 
 
-PROCESSES: dict[str, Callable[..., tuple[str, dict]]] = {
+PROCESSES: dict[str, Callable[[PrototypalStateMachine, CognitiveCycle, StepRecord], Optional[str]]] = {
     "IDLE": idle, "DECOMPOSING": decomposing, "DELEGATING": delegating,
     "SYNTHESIZING": synthesizing, "VALIDATING": validating, "COMPLETE": complete,
 }
-
-
-def _exchange_fields(cycle: CognitiveCycle) -> dict:
-    if not cycle.exchanges:
-        return {}
-    x = cycle.exchanges[-1]
-    return {"asked": x.persona, "model": x.model, "prompt_chars": x.prompt_chars,
-            "answer_chars": x.answer_chars, "prompt_tokens": x.prompt_tokens,
-            "completion_tokens": x.completion_tokens, "llm_s": x.seconds,
-            "load_s": x.load_seconds}

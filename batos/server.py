@@ -1,33 +1,45 @@
 """The Synaptic Bridge: an asyncio ROUTER loop.
 
-decode -> validate -> handler table -> reply.  Exceptions become protocol
-errors in one place (``_error_reply``).  No request, however malformed, stops
-the loop.
+decode -> validate -> the handler table -> reply.  Exceptions become protocol
+errors in one place (``_error_reply``, through ``batos.errors.wire_error``).  No
+request, however malformed, stops the loop.
+
+Backpressure, not refusal: at most ``MAX_INFLIGHT_REQUESTS`` requests run at
+once; requests read beyond that wait, in arrival order, in a local queue of at
+most ``MAX_QUEUED_REQUESTS``, and when that is full the server stops taking
+frames off the socket until a slot frees, so ZeroMQ queues (and then holds back)
+what clients send.  ``inline`` requests (``ping``) are answered as they are read
+and never wait behind that queue.  ``Busy`` is kept for real refusals: the kernel
+is shutting down, the cycle queue is full, no sandbox worker came free in time.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import os
-import signal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 import zmq.asyncio
 from pydantic import ValidationError
 
 from batos import protocol as p
-from batos.errors import BadRequest, BatosError, Busy, UnknownCommand
-from batos.handlers import HANDLERS
-from batos.kernel import Kernel
+from batos.errors import BadRequest, Busy, UnknownCommand, wire_error
+
+if TYPE_CHECKING:
+    from batos.handlers import Handler
+    from batos.kernel import Kernel
+    from batos.shutdown import Shutdown
 
 log = logging.getLogger("batos.server")
-ALWAYS_ALLOWED = ("ping", "shutdown")   # answered even while shutting down
 
 
 class Server:
-    def __init__(self, kernel: Kernel, ctx: zmq.asyncio.Context):
+    def __init__(self, kernel: "Kernel", handlers: dict[str, "Handler"], ctx: zmq.asyncio.Context,
+                 shutdown: "Shutdown"):
         self.kernel = kernel
+        self.handlers = handlers
+        self.shutdown = shutdown
         self.settings = kernel.settings
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 500)
@@ -36,7 +48,10 @@ class Server:
         self.sock.setsockopt(zmq.SNDHWM, 100_000)
         self.sock.setsockopt(zmq.RCVHWM, 100_000)
         self._tasks: set[asyncio.Task] = set()
-        self.stopped = asyncio.Event()
+        self._queued: collections.deque[tuple[bytes, Any, p.Request]] = collections.deque()
+        self._slot_freed = asyncio.Event()
+        self._receiving: asyncio.Future | None = None
+        shutdown.on_request(self._stop_receiving)
 
     def bind(self) -> None:
         self.sock.bind(self.settings.ZMQ_ENDPOINT)
@@ -56,13 +71,14 @@ class Server:
             log.warning("server: could not reply: %s", exc)
 
     def _error_reply(self, request_id: Any, exc: BaseException) -> dict:
-        if isinstance(exc, BatosError):
-            reply = p.error_reply(request_id, exc.type, exc.message, **p.to_wire(exc.details))
-            if exc.result is not None:
-                reply["result"] = p.to_wire(exc.result)
-            return reply
-        log.exception("server: internal error", exc_info=exc)
-        return p.error_reply(request_id, "Internal", f"{type(exc).__name__}: {exc}")
+        mapped = wire_error(exc)
+        if mapped is None:
+            log.error("server: internal error", exc_info=exc)
+            return p.error_reply(request_id, "Internal", f"{type(exc).__name__}: {exc}")
+        reply = p.error_reply(request_id, mapped.type, mapped.message, **p.to_wire(mapped.details))
+        if mapped.result is not None:
+            reply["result"] = p.to_wire(mapped.result)
+        return reply
 
     # -- requests -------------------------------------------------------------------------
     def _decode(self, frames: list[bytes]) -> tuple[Any, p.Request]:
@@ -100,22 +116,38 @@ class Server:
         except _WithId as w:
             self._send(identity, self._error_reply(w.rid, w.exc))
             return
-        except BatosError as exc:
+        except BadRequest as exc:
             self._send(identity, self._error_reply(None, exc))
             return
-        if req.command == "ping":   # the fast path: answered on the loop, never queued
-            self._send(identity, p.ok_reply(rid, self.kernel.ping()))
-            return
-        if self.kernel.stopping and req.command not in ALWAYS_ALLOWED:
+        handler = self.handlers[req.command]
+        if self.shutdown.requested and not handler.while_stopping:
             self._send(identity, self._error_reply(rid, Busy("the kernel is shutting down")))
             return
-        if len(self._tasks) >= self.settings.MAX_INFLIGHT_REQUESTS:
-            self._send(identity, self._error_reply(rid, Busy(
-                f"{len(self._tasks)} requests are in flight; try again shortly")))
+        if handler.inline:   # answered on the loop, never queued
+            try:
+                self._send(identity, p.ok_reply(rid, p.to_wire(handler.run(self.kernel, req, None))))
+            except Exception as exc:
+                self._send(identity, self._error_reply(rid, exc))
             return
+        if len(self._tasks) < self.settings.MAX_INFLIGHT_REQUESTS or handler.while_stopping:
+            self._start(identity, rid, req)
+        else:
+            self._queued.append((identity, rid, req))
+
+    def _start(self, identity: bytes, rid: Any, req: p.Request) -> None:
         task = asyncio.create_task(self._run(identity, rid, req))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        while self._queued and len(self._tasks) < self.settings.MAX_INFLIGHT_REQUESTS:
+            identity, rid, req = self._queued.popleft()
+            if self.shutdown.requested and not self.handlers[req.command].while_stopping:
+                self._send(identity, self._error_reply(rid, Busy("the kernel is shutting down")))
+                continue
+            self._start(identity, rid, req)
+        self._slot_freed.set()
 
     async def _run(self, identity: bytes, rid: Any, req: p.Request) -> None:
         progress = None
@@ -124,50 +156,52 @@ class Server:
                 fields = {k: v for k, v in event.items() if k not in ("event", "artifact")}
                 self._send(identity, p.progress(rid, event.get("event", "state"), **p.to_wire(fields)))
         try:
-            result = await HANDLERS[req.command](self.kernel, req, progress)
+            result = await self.handlers[req.command].run(self.kernel, req, progress)
             reply = p.ok_reply(rid, p.to_wire(result))
         except asyncio.CancelledError:
-            reply = self._error_reply(rid, Busy("the kernel stopped before finishing this request"))
-            self._send(identity, reply)
+            self._send(identity, self._error_reply(rid, Busy("the kernel stopped before finishing "
+                                                             "this request")))
             raise
         except Exception as exc:
             reply = self._error_reply(rid, exc)
         self._send(identity, reply)
-        if req.command == "shutdown":
-            self.stopped.set()
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _stop_receiving(self) -> None:
+        if self._receiving is not None:
+            self._receiving.cancel()
+        self._slot_freed.set()
 
     async def serve_forever(self) -> None:
-        # one stop future for the whole loop (not one per message): stopping cancels the
-        # receive in progress
-        receiving: list[asyncio.Future | None] = [None]
-
-        def on_stop(_f: asyncio.Future) -> None:
-            if receiving[0] is not None:
-                receiving[0].cancel()
-        stop = asyncio.ensure_future(self.stopped.wait())
-        stop.add_done_callback(on_stop)
-        try:
-            while not self.stopped.is_set() and not self.kernel.stopping:
-                receiving[0] = recv = self.sock.recv_multipart(copy=True)
-                try:
-                    frames = await recv
-                except asyncio.CancelledError:
-                    if self.stopped.is_set():
-                        break
-                    raise
-                finally:
-                    receiving[0] = None
-                if len(frames) < 2:
-                    continue
-                try:
-                    self.handle(frames[0], frames[1:])
-                except Exception:
-                    log.exception("server: unexpected error while handling a request")
-        finally:
-            stop.cancel()
+        """Read and dispatch until a shutdown is requested."""
+        limit = self.settings.MAX_QUEUED_REQUESTS
+        while not self.shutdown.requested:
+            if len(self._queued) >= limit:    # backpressure: leave frames in ZeroMQ's queues
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+                continue
+            self._receiving = recv = self.sock.recv_multipart(copy=True)
+            try:
+                frames = await recv
+            except asyncio.CancelledError:
+                if self.shutdown.requested:
+                    break
+                raise
+            finally:
+                self._receiving = None
+            if len(frames) < 2:
+                continue
+            try:
+                self.handle(frames[0], frames[1:])
+            except Exception:
+                log.exception("server: unexpected error while handling a request")
 
     async def drain(self, timeout: float) -> None:
-        """Let in-flight requests finish (cycles are already told to stop), then cancel the rest."""
+        """Refuse what is still queued, let in-flight requests finish (cycles are already told
+        to stop), then cancel the rest."""
+        while self._queued:
+            identity, rid, _req = self._queued.popleft()
+            self._send(identity, self._error_reply(rid, Busy("the kernel is shutting down")))
         if self._tasks:
             done, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
             for t in pending:
@@ -179,56 +213,6 @@ class Server:
         self.sock.close(linger=500)
 
 
-async def _watch_parent(watchdog_pid: int, kernel: Kernel, server: Server) -> None:
-    """Started by a watchdog: if it dies, stop cleanly rather than run unsupervised."""
-    while not server.stopped.is_set():
-        if os.getppid() != watchdog_pid:
-            log.warning("server: the watchdog (pid %d) is gone; stopping", watchdog_pid)
-            kernel.begin_shutdown()
-            server.stopped.set()
-            return
-        await asyncio.sleep(0.5)
-
-
 class _WithId(Exception):
-    def __init__(self, rid: Any, exc: BatosError):
+    def __init__(self, rid: Any, exc: Exception):
         self.rid, self.exc = rid, exc
-
-
-async def serve(settings: Any) -> int:
-    """Run the kernel until SIGINT, SIGTERM or a ``shutdown`` request."""
-    kernel = Kernel(settings)
-    ctx = zmq.asyncio.Context()
-    server = Server(kernel, ctx)
-    try:
-        server.bind()
-    except zmq.ZMQError as exc:
-        log.error("server: cannot bind %s: %s", settings.ZMQ_ENDPOINT, exc)
-        kernel.image.close()
-        ctx.term()
-        return 4
-    await kernel.start()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        log.info("server: received %s", signal.Signals(signum).name)
-        kernel.begin_shutdown()
-        server.stopped.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, on_signal, signum)
-    watchdog_pid = os.environ.get("BATOS_WATCHDOG_PID")
-    if watchdog_pid:
-        asyncio.ensure_future(_watch_parent(int(watchdog_pid), kernel, server))
-    log.info("kernel: serving on %s (image %s, %s)", settings.ZMQ_ENDPOINT, kernel.image.path,
-             "new" if kernel.image.created else "resumed")
-    try:
-        await server.serve_forever()
-    finally:
-        kernel.begin_shutdown()
-        await server.drain(settings.SHUTDOWN_TIMEOUT_S)
-        await kernel.close()
-        server.close()
-        ctx.term()
-        log.info("kernel: stopped")
-    return 0

@@ -21,16 +21,20 @@ from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
 
 from batos import guardian, plain
-from batos.errors import MethodError
+from batos.protocol import MissionBrief
 
 MAX_DELEGATION_DEPTH = 64
+
+
+class ChangeRefused(Exception):
+    """A sandboxed call reported a change a method may not make; nothing was saved."""
 
 
 class NotUnderstood(Exception):
     """Raised by ``_doesNotUnderstand_``: carries the mission brief for a cognitive cycle."""
 
-    def __init__(self, target_oid: str, brief: dict):
-        super().__init__(f"{target_oid} does not understand '{brief['selector']}'")
+    def __init__(self, target_oid: str, brief: MissionBrief):
+        super().__init__(f"{target_oid} does not understand '{brief.selector}'")
         self.target_oid = target_oid
         self.brief = brief
 
@@ -39,8 +43,9 @@ class Method(persistent.Persistent):
     """A method as the image keeps it: source and what the audit learned of it."""
 
     def __init__(self, selector: str, source: str, *, origin: str = "architect",
-                 cycle_id: str | None = None):
-        report = guardian.audit(source, selector)
+                 cycle_id: str | None = None, report: guardian.AuditReport | None = None):
+        # the report of the audit that admitted the source (audited here only when none is given)
+        report = report if report is not None else guardian.audit(source, selector)
         self.selector = selector
         self.source = source
         self.signature = report.signature
@@ -163,14 +168,14 @@ class UvmObject(persistent.Persistent):
         for name in list(changes) + list(deleted):
             if (not isinstance(name, str) or not name.isidentifier() or name.startswith("_")
                     or name in view["methods"] or name in view["opaque"]):
-                raise MethodError(f"{label}: the sandbox reported a change to {name!r}, "
+                raise ChangeRefused(f"{label}: the sandbox reported a change to {name!r}, "
                                   "which a method may not change; nothing was saved")
         values = {}
         for name, data in changes.items():
             try:
                 values[name] = plain.decode(data)
             except plain.NotPlain as exc:
-                raise MethodError(f"{label}: the new value of slot {name!r} is not plain data "
+                raise ChangeRefused(f"{label}: the new value of slot {name!r} is not plain data "
                                   f"({exc}); nothing was saved") from None
         for name in deleted:
             self._slots.pop(name, None)
@@ -181,18 +186,14 @@ class UvmObject(persistent.Persistent):
 
     def _doesNotUnderstand_(self, selector: str, args: list, kwargs: dict) -> Any:
         """Turn the failed message into a mission brief for a cognitive cycle."""
-        brief = {
-            "type": "unhandled_message",
-            "selector": selector,
-            "args": [f"arg{i}" for i in range(len(args))],
-            "kwargs": {k: _example(v) for k, v in kwargs.items()},
-            "intent": None,
-            "example_call": _example_call(selector, args, kwargs),
-        }
+        brief = MissionBrief(selector=selector, args=[f"arg{i}" for i in range(len(args))],
+                             kwargs={k: _example(v) for k, v in kwargs.items()},
+                             example_call=_example_call(selector, args, kwargs)[:2000])
         raise NotUnderstood(self._label(), brief)
 
-    def _install(self, selector: str, source: str, *, origin: str, cycle_id: str | None = None) -> Method:
-        method = Method(selector, source, origin=origin, cycle_id=cycle_id)
+    def _install(self, selector: str, source: str, *, origin: str, cycle_id: str | None = None,
+                 report: guardian.AuditReport | None = None) -> Method:
+        method = Method(selector, source, origin=origin, cycle_id=cycle_id, report=report)
         self._slots[selector] = method
         persistent.Persistent.__setattr__(self, "_p_changed", True)
         return method

@@ -68,12 +68,17 @@ class Chat:
         print(text, flush=True)
 
     def progress(self, event: dict) -> None:
+        """One line per step of a cycle, as the step ends, with what the step found."""
         if event.get("event") == "state":
             extra = ""
-            if event.get("state") == "SYNTHESIZING" and event.get("queries"):
-                extra = f"  queries: {', '.join(event['queries'])}"
+            if event.get("asked"):
+                extra += f"  {event['asked']}"
+            if event.get("state") == "DECOMPOSING" and event.get("queries"):
+                extra += f"  queries: {', '.join(event['queries'])}"
             if event.get("findings"):
-                extra = f"  refused: {'; '.join(event['findings'])[:200]}"
+                extra += f"  refused: {'; '.join(event['findings'])[:200]}"
+            if event.get("state") == "FAILED" and event.get("phase"):
+                extra += f"  ({event['phase']})"
             self.say(f"  … {event.get('state'):<12} {event.get('elapsed_s', 0):6.1f}s{extra}")
 
     def run(self) -> int:

@@ -13,8 +13,6 @@ import json
 import os
 import re
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -110,44 +108,40 @@ def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -
 
 
 class Translator:
+    """The parser: the kernel's own llama.cpp backend (``batos.llm.llama.LlamaBackend``),
+    one long-lived model per process, the decision constrained by ``DECISION_SCHEMA``."""
+
     def __init__(self, model_path: Path, *, n_threads: int = 0, max_tokens: int = 64,
                  n_gpu_layers: int = -1):
+        from batos.llm.llama import LlamaBackend
         self.model_path = model_path
-        self.n_gpu_layers = n_gpu_layers   # LLM_N_GPU_LAYERS: -1 all when the build can offload
         self.max_tokens = max_tokens
-        self.n_threads = n_threads or os.cpu_count() or 1
-        self._llm: Any = None
-        self._grammar: Any = None
-        self._lock = threading.Lock()
-        self.load_seconds = 0.0
+        self.backend = LlamaBackend(model_path, n_ctx=2048, n_threads=n_threads, seed=0,
+                                    n_gpu_layers=n_gpu_layers)
+
+    @property
+    def load_seconds(self) -> float:
+        return self.backend.load_seconds
 
     def load(self) -> None:
-        with self._lock:
-            if self._llm is not None:
-                return
-            t0 = time.monotonic()
-            try:
-                from llama_cpp import Llama, LlamaGrammar
-
-                from batos.llm.llama import gpu_layers
-                self._llm = Llama(model_path=str(self.model_path), n_ctx=2048, n_threads=self.n_threads,
-                                  n_gpu_layers=gpu_layers(self.n_gpu_layers), seed=0, verbose=False)
-                self._grammar = LlamaGrammar.from_json_schema(json.dumps(DECISION_SCHEMA), verbose=False)
-            except Exception as exc:
-                self._llm = None
-                raise ParserModelUnavailable(f"cannot load the parser model {self.model_path}: {exc}") from exc
-            self.load_seconds = time.monotonic() - t0
+        from batos.llm.base import GenerationError
+        try:
+            self.backend.load()
+        except GenerationError as exc:
+            raise ParserModelUnavailable(f"cannot load the parser model {self.model_path}: {exc}") from exc
 
     def decide(self, utterance: str, methods: list[dict]) -> Decision:
+        from batos.llm.base import GenerationError
         self.load()
         listing = "; ".join(f"{m['signature']}" + (f" - {m['doc']}" if m.get("doc") else "")
                             for m in methods) or "none"
         messages = [{"role": "system", "content": SYSTEM_PROMPT},
                     {"role": "user", "content": f"The object's methods: {listing}\nRequest: {utterance}"}]
-        with self._lock:
-            out = self._llm.create_chat_completion(messages=messages, max_tokens=self.max_tokens,
-                                                   temperature=0.0, grammar=self._grammar)
-        text = out["choices"][0]["message"].get("content") or ""
+        try:
+            text = self.backend.chat(messages, max_tokens=self.max_tokens, temperature=0.0,
+                                     schema=DECISION_SCHEMA).text
+        except GenerationError as exc:
+            raise TranslationError(f"the parser model failed: {exc}") from exc
         try:
             return Decision.model_validate(json.loads(text))
         except (json.JSONDecodeError, ValidationError) as exc:

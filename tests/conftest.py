@@ -24,6 +24,35 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
+class CheckedConnection(Connection):
+    """A client connection whose every reply to a known command is checked against the
+    protocol's models (``batos.protocol.check_reply``): the contract is tested by every
+    test that talks to a kernel."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._commands: dict = {}   # {request id -> command}
+
+    def send(self, request: dict):
+        rid = super().send(request)
+        self._commands[rid] = request.get("command")
+        return rid
+
+    def wait(self, request_id, timeout_s=None, on_progress=None):
+        from batos import protocol as p
+        command = self._commands.get(request_id)
+
+        def checked(event):
+            p.check_reply(command, event)
+            if on_progress:
+                on_progress(event)
+        reply = super().wait(request_id, timeout_s, checked if command in p.REQUESTS else on_progress)
+        if command in p.REQUESTS:
+            self._commands.pop(request_id, None)
+            p.check_reply(command, reply)
+        return reply
+
+
 class KernelProcess:
     """A real ``python -m batos`` on its own home and port."""
 
@@ -68,7 +97,7 @@ class KernelProcess:
         raise RuntimeError(f"kernel did not answer ping within {wait_s}s:\n{self.log()}")
 
     def connect(self, timeout_s: float = 10.0) -> Connection:
-        return Connection(self.endpoint, timeout_s=timeout_s)
+        return CheckedConnection(self.endpoint, timeout_s=timeout_s)
 
     def stop(self, timeout_s: float = 20.0) -> int:
         if self.proc is None or self.proc.poll() is not None:

@@ -232,3 +232,41 @@ def test_many_clients_at_once(conn, kernel):
     for t in threads:
         t.join(30)
     assert not errors
+
+
+WORK = ("def work(self, n, tag):\n    \"\"\"Some arithmetic, then the tag back.\"\"\"\n"
+        "    total = 0\n    for i in range(n):\n        total += i * i\n    return [tag, total]\n")
+
+
+def test_a_kernel_under_load_pushes_back_instead_of_refusing(make_kernel):
+    """Far more requests in flight than the kernel takes at once: every one is answered,
+    correctly, none with Busy; and ping is still answered while they queue."""
+    k = make_kernel({"BATOS_MAX_INFLIGHT_REQUESTS": "4", "BATOS_MAX_QUEUED_REQUESTS": "16"})
+    with k.connect(timeout_s=60) as c:
+        c.call("install_method", target_oid="genesis_obj", selector="work", source=WORK)
+        expected = sum(i * i for i in range(2000))
+        outcomes, pings = [], []
+
+        def flood(n):
+            with k.connect(timeout_s=120) as fc:
+                ids = {fc.send({"command": "send_message", "target_oid": "genesis_obj", "selector": "work",
+                                "args": [2000, f"{n}-{i}"], "stream": False}): f"{n}-{i}" for i in range(100)}
+                for rid, tag in ids.items():
+                    reply = fc.wait(rid, 120)
+                    outcomes.append((tag, reply))
+
+        threads = [threading.Thread(target=flood, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)
+        for _ in range(5):
+            t0 = time.monotonic()
+            assert c.call("ping", timeout_s=30)["pong"] is True
+            pings.append(time.monotonic() - t0)
+        for t in threads:
+            t.join(180)
+    assert len(outcomes) == 400
+    busy = [r for _, r in outcomes if not r["ok"]]
+    assert not busy, busy[:3]
+    assert all(r["result"]["value"] == [tag, expected] for tag, r in outcomes)
+    assert max(pings) < 30

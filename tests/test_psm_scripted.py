@@ -5,14 +5,14 @@ import pytest
 import config
 from batos import genesis
 from batos.image import Image
+from batos.protocol import MissionBrief
 from batos.psm import PrototypalStateMachine, extract_method
 from tests.conftest import InProcessKernel
 from tests.scripted import ScriptedModel
 
 UPPER = "```python\ndef to_upper(self, text):\n    \"\"\"Upper-case.\"\"\"\n    return text.upper()\n```"
 BREACH = "```python\ndef to_upper(self, text):\n    self.last = text\n    return text.upper()\n```"
-BRIEF = {"type": "unhandled_message", "selector": "to_upper", "args": ["arg0"], "kwargs": {},
-         "example_call": "to_upper('hello')"}
+BRIEF = MissionBrief(selector="to_upper", args=["arg0"], example_call="to_upper('hello')")
 
 
 @pytest.fixture
@@ -38,10 +38,10 @@ def test_cycle_walks_the_seven_states_and_installs_the_method(image, tmp_path):
     model = ScriptedModel(methods=[UPPER])
     cycle, events = run(image, model)
     assert cycle.state == "COMPLETE", cycle.reason
-    assert [s for s, _ in cycle.history] == ["IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING",
-                                              "VALIDATING", "COMPLETE"]
+    assert cycle.transitions == ["IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING",
+                                 "VALIDATING", "COMPLETE"]
     assert [c["persona"] for c in model.calls] == ["BRICK", "ALFRED"]
-    assert cycle.queries == ["how"]
+    assert next(e for e in events if e.get("state") == "DECOMPOSING")["queries"] == ["how"]
     with image.reading() as s:
         assert s.root["cycles"]["c1"]["selector"] == "to_upper"
     image.close()      # the kernel opens the image itself; the method runs in its sandbox
@@ -53,7 +53,7 @@ def test_cycle_walks_the_seven_states_and_installs_the_method(image, tmp_path):
     states = [e["state"] for e in events if e["event"] == "state"]
     assert states == ["IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE"]
     assert events[-1]["event"] == "cycle_end" and events[-1]["artifact"].startswith("def to_upper")
-    synth = next(e for e in events if e.get("state") == "VALIDATING")
+    synth = next(e for e in events if e.get("state") == "SYNTHESIZING")   # its own step's record
     assert synth["prompt_chars"] > 0 and synth["answer_chars"] == len(UPPER)
 
 
@@ -106,8 +106,7 @@ def test_states_are_objects_in_the_image_and_can_be_rewired(image):
         s.get("psm_synthesizing_obj").max_tokens = 77
     model = ScriptedModel(methods=[UPPER])
     cycle, _ = run(image, model)
-    assert [s for s, _ in cycle.history] == ["IDLE", "DECOMPOSING", "SYNTHESIZING", "VALIDATING",
-                                              "COMPLETE"]
+    assert cycle.transitions == ["IDLE", "DECOMPOSING", "SYNTHESIZING", "VALIDATING", "COMPLETE"]
     assert model.calls[-1]["max_tokens"] == 77
 
 

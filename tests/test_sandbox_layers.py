@@ -23,7 +23,7 @@ import pytest
 
 import config
 from batos import plain
-from batos.errors import MethodError, Timeout
+from batos.sandbox.pool import MethodFailed, MethodTimedOut
 from tests.conftest import InProcessKernel
 from tests.sandbox_cases import ATTACKS
 
@@ -52,19 +52,19 @@ def test_attack_is_contained_without_the_guardian(sandbox, tmp_path, name, kind,
     canary = tmp_path / "canary"
     if name == "covenant_breach_hidden":
         run("attack", "def attack(self, path):\n    self.box = []\n    self._p_changed = True\n", "x")
-    with pytest.raises((MethodError, Timeout)) as info:
+    with pytest.raises((MethodFailed, MethodTimedOut)) as info:
         value = run("attack", source, str(canary))
         pytest.fail(f"{name} got through: {value!r}")
-    assert info.value.message.strip()
+    assert str(info.value).strip()
     assert not canary.exists(), f"{name} wrote outside the sandbox"
     if kind == "covenant":
-        assert "Persistence Covenant" in info.value.message or "_p_changed" in info.value.message
+        assert "Persistence Covenant" in str(info.value) or "_p_changed" in str(info.value)
 
 
 def test_a_dead_worker_is_replaced(sandbox):
     _, run = sandbox
     lost = run.pool.lost
-    with pytest.raises(Timeout):
+    with pytest.raises(MethodTimedOut):
         run("spin", "def spin(self):\n    while True:\n        try:\n            pass\n"
                     "        finally:\n            continue\n")
     assert run.pool.lost == lost + 1                  # killed past the hard deadline

@@ -6,7 +6,7 @@ from ZODB.POSException import ConflictError
 
 import config
 from batos import genesis
-from batos.errors import Internal, UnknownObject
+from batos.image import ConflictsExhausted, ObjectNotFound
 from batos.image import Image
 from batos.uvm import Method, NotUnderstood, UvmObject
 
@@ -63,7 +63,7 @@ def test_new_image_holds_the_primordial_objects(image):
             assert oid in objects
         assert s.get("genesis_obj").parents[0] is s.get("root_obj")
         assert s.get("psm_decomposing_obj").persona == "BRICK"
-        with pytest.raises(UnknownObject):
+        with pytest.raises(ObjectNotFound):
             s.get("nothing_obj")
 
 
@@ -114,10 +114,10 @@ def test_unknown_selector_becomes_a_mission_brief(image):
         with pytest.raises(NotUnderstood) as info:
             s.get("genesis_obj")._doesNotUnderstand_("to_upper", ["hello"], {"strict": True})
     brief = info.value.brief
-    assert brief["selector"] == "to_upper"
-    assert brief["type"] == "unhandled_message"
-    assert brief["args"] == ["arg0"] and "strict" in brief["kwargs"]
-    assert brief["example_call"] == "to_upper('hello', strict=True)"
+    assert brief.selector == "to_upper"
+    assert brief.type == "unhandled_message"
+    assert brief.args == ["arg0"] and "strict" in brief.kwargs
+    assert brief.example_call == "to_upper('hello', strict=True)"
 
 
 def test_transaction_aborts_on_error(image):
@@ -154,5 +154,5 @@ def test_transact_retries_on_conflict(image):
 def test_transact_gives_up_with_a_clear_error(image):
     def always_conflict(s):
         raise ConflictError("simulated")
-    with pytest.raises(Internal, match="gave up"):
+    with pytest.raises(ConflictsExhausted, match="gave up"):
         image.transact(always_conflict, retries=2)

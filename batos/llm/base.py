@@ -1,7 +1,10 @@
-"""What every LLM backend returns, and the error of the generation phase."""
+"""What every LLM backend offers and returns, and the error of the generation phase."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+from pathlib import Path
+from typing import Protocol
 
 
 class GenerationError(RuntimeError):
@@ -17,3 +20,23 @@ class Generation:
     finish_reason: str = ""
     model: str = ""
     load_seconds: float = 0.0
+
+
+class Backend(Protocol):
+    """One model in memory: llama.cpp (``LlamaBackend``) or transformers
+    (``TransformersBackend``); the kernel's personas and the client's translator use it."""
+    kind: str
+    path: Path
+    load_seconds: float
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
+             schema: dict | None = None, cancel: threading.Event | None = None) -> Generation:
+        """One chat completion; ``schema`` (JSON schema) constrains or asks for JSON."""
+        ...

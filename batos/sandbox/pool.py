@@ -5,9 +5,9 @@ thread hand-off: ``SandboxPool.call`` takes an idle worker (waiting, with a
 deadline, when every worker is busy and the pool is at its size), writes the
 request to the worker's pipe and awaits the reply with ``loop.add_reader``.
 A worker that runs past the deadline, dies, or sends something that is not a
-well-formed reply is killed and replaced; the caller gets ``Timeout`` or
-``MethodError``.  A keeper task holds ``SANDBOX_WORKERS`` idle workers ready,
-up to ``METHOD_WORKERS`` in all; a worker is started in an executor thread
+well-formed reply is killed and replaced; the caller gets ``MethodTimedOut`` or
+``MethodFailed``.  A keeper task holds ``SANDBOX_WORKERS`` idle workers ready,
+up to ``SANDBOX_MAX_WORKERS`` in all; a worker is started in an executor thread
 (``fork``/``exec`` of a large kernel can take milliseconds) and counts as
 ready when its hello arrives.
 """
@@ -27,7 +27,6 @@ from typing import Any
 import ormsgpack
 
 import config
-from batos.errors import Busy, Internal, MethodError, Timeout
 
 log = logging.getLogger("batos.sandbox")
 HEADER = struct.Struct(">I")
@@ -39,6 +38,31 @@ HEADER = struct.Struct(">I")
 SPIN_S = 200e-6
 _BOOT = ("import sys; sys.path.insert(0, {root!r}); "
          "from batos.sandbox.worker import main; sys.exit(main())")
+
+
+class MethodFailed(Exception):
+    """The method raised, broke a rule at run time, or stopped its worker; ``exception``
+    names what it raised (``SandboxViolation``, ``CovenantError``, ``WorkerLost``, ...)."""
+
+    def __init__(self, message: str, exception: str = ""):
+        super().__init__(message)
+        self.details = {"exception": exception}
+
+
+class MethodTimedOut(Exception):
+    """The method ran past METHOD_TIMEOUT_S (its worker was stopped)."""
+
+
+class SandboxClosed(Exception):
+    """The pool is closed: the kernel is shutting down."""
+
+
+class SandboxBusy(Exception):
+    """No worker became free in time."""
+
+
+class SandboxUnavailable(Exception):
+    """No worker can be started (the message says why)."""
 
 
 class WorkerLost(Exception):
@@ -199,7 +223,7 @@ class SandboxPool:
     def __init__(self, settings: config.Settings):
         self.settings = settings
         self.warm = settings.SANDBOX_WORKERS
-        self.size = max(settings.SANDBOX_WORKERS, settings.METHOD_WORKERS)
+        self.size = max(settings.SANDBOX_WORKERS, settings.SANDBOX_MAX_WORKERS)
         self.cpu_budget = settings.SANDBOX_CPU_S - 2 * (settings.METHOD_TIMEOUT_S
                                                         + settings.SANDBOX_KILL_GRACE_S)
         self._idle: collections.deque[SandboxWorker] = collections.deque()
@@ -282,16 +306,16 @@ class SandboxPool:
     async def _acquire(self, deadline: float) -> SandboxWorker:
         while not self._idle:
             if self._closed:
-                raise Busy("the kernel is shutting down")
+                raise SandboxClosed("the kernel is shutting down")
             if self._starting == 0:
                 if self.error is not None and self._busy == 0:
                     # the keeper retries with backoff; the caller hears why now
                     self._keep_warm(extra=1)
-                    raise Internal(f"the sandbox cannot start a worker: {self.error}")
+                    raise SandboxUnavailable(f"the sandbox cannot start a worker: {self.error}")
                 self._keep_warm(extra=1)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise Busy("no sandbox worker became free in time; every worker is busy")
+                raise SandboxBusy("no sandbox worker became free in time; every worker is busy")
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
@@ -316,13 +340,13 @@ class SandboxPool:
 
     # -- calls ---------------------------------------------------------------------
     async def call(self, request: dict, sources: dict[str, tuple[str, str, str]], label: str) -> dict:
-        """Run one method call; the reply map (``ok`` True) or MethodError/Timeout."""
+        """Run one method call; the reply map (``ok`` True) or MethodFailed/MethodTimedOut."""
         for _attempt in range(3):
             try:
                 return await self._call(request, sources, label)
             except WorkerGone as exc:   # died while idle: the call never ran; use another
                 log.warning("sandbox: %s: %s; trying another worker", label, exc)
-        raise MethodError(f"{label}: no sandbox worker could take the call", exception="WorkerLost")
+        raise MethodFailed(f"{label}: no sandbox worker could take the call", exception="WorkerLost")
 
     async def _call(self, request: dict, sources: dict[str, tuple[str, str, str]], label: str) -> dict:
         timeout = self.settings.METHOD_TIMEOUT_S
@@ -337,13 +361,13 @@ class SandboxPool:
                                               spin=self._busy == 1)
             except TimeoutError:
                 log.warning("sandbox: %s: worker %d ran past the deadline; killed", label, worker.pid)
-                raise Timeout(f"{label} ran past its time limit of {timeout:g}s "
+                raise MethodTimedOut(f"{label} ran past its time limit of {timeout:g}s "
                               "(its sandbox worker was stopped)") from None
             except WorkerGone:
                 raise
             except WorkerLost as exc:
                 log.warning("sandbox: %s: %s", label, exc)
-                raise MethodError(f"{label} stopped its sandbox worker: {exc}",
+                raise MethodFailed(f"{label} stopped its sandbox worker: {exc}",
                                   exception="WorkerLost") from None
             worker.known.update(missing)
             worker.calls += 1
@@ -353,15 +377,15 @@ class SandboxPool:
             if reply.get("ok") is True:
                 if not _well_formed(reply):
                     healthy = False
-                    raise MethodError(f"{label}: the sandbox worker sent a malformed reply; "
+                    raise MethodFailed(f"{label}: the sandbox worker sent a malformed reply; "
                                       "nothing was saved", exception="WorkerLost")
                 return reply
             message = reply.get("message")
             message = message if isinstance(message, str) else f"{label} failed in the sandbox"
             if reply.get("type") == "Timeout":
-                raise Timeout(message)
+                raise MethodTimedOut(message)
             exception = reply.get("exception")
-            raise MethodError(message, exception=exception if isinstance(exception, str) else "")
+            raise MethodFailed(message, exception=exception if isinstance(exception, str) else "")
         finally:
             self._release(worker, healthy)
 

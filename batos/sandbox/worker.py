@@ -31,6 +31,7 @@ from batos import plain, restricted
 from batos.sandbox import lockdown
 
 HEADER = struct.Struct(">I")
+RECURSION_LIMIT = 1000    # how deep a method may recurse
 
 
 class Deadline(BaseException):
@@ -294,7 +295,7 @@ def main() -> int:
         hello = {"hello": False, "error": f"{type(exc).__name__}: {exc}"}
     worker = Worker(rfd, wfd, config["max_reply"])
     signal.signal(signal.SIGALRM, _on_alarm)
-    sys.setrecursionlimit(config.get("recursion_limit", 1000))
+    sys.setrecursionlimit(RECURSION_LIMIT)
     worker.send(hello)
     if not hello["hello"]:
         return 1

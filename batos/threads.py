@@ -1,4 +1,7 @@
-"""Worker threads for work that must not run on the event loop.
+"""Kernel threads, for work that must not run on the event loop.
+
+(Threads only: the processes installed methods run in are the sandbox's workers,
+``batos/sandbox/``.)
 
 A lean pool: a job is a plain function; its result comes back to the loop
 through ``call_soon_threadsafe`` (about half the hop time of a
@@ -14,11 +17,11 @@ import queue
 import threading
 from typing import Any, Callable
 
-log = logging.getLogger("batos.workers")
+log = logging.getLogger("batos.threads")
 _STOP = object()
 
 
-class WorkerPool:
+class ThreadPool:
     def __init__(self, loop: asyncio.AbstractEventLoop, size: int, name: str):
         self.loop = loop
         self.name = name
