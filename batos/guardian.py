@@ -7,12 +7,20 @@ must end by setting ``self._p_changed = True``, and every ``return`` that can
 follow such a change must come right after that line.
 
 It also refuses the obviously dangerous: imports outside a small allowlist of
-pure modules; ``eval``, ``exec``, ``compile``, ``open``, ``__import__`` and
-their kind; attribute access to private, dunder or ``_p_`` names (the covenant
-line excepted); ``global``, class statements, and format strings that reach
-into attributes.  Source that passes must also compile under the sandbox's
+pure modules (and their private submodules); ``eval``, ``exec``, ``compile``,
+``open``, ``__import__`` and their kind; attribute access to private, dunder or
+``_p_`` names (the covenant line excepted), to the attributes the sandbox blocks
+(frames, code, ``format_map``, ``AttributeError.obj``, ...) and to the module
+names it hides (``string.Formatter``, ``operator.attrgetter``, ...), by name or
+through ``getattr`` with a constant; ``global``, class statements, and format
+strings that reach into attributes.  Source that passes must also compile under the sandbox's
 RestrictedPython policy (``batos.restricted``), so a method refused there is
 refused here, at VALIDATING, and not at its first call.
+
+What it refuses of the language (the allowed modules, the hidden module names, the
+blocked attributes, the forbidden names, the covenant line's shape) comes from
+``batos.policy``, the same source the sandbox enforces at run time: the audit may
+refuse more than the sandbox, never less.
 """
 from __future__ import annotations
 
@@ -21,21 +29,20 @@ import copy
 import dataclasses
 import re
 
-from batos.restricted import ALLOWED_MODULES, compile_source
+from batos.policy import (
+    ALLOWED_MODULES,
+    BLOCKED_ATTRS,
+    FORBIDDEN_NAMES,
+    HIDDEN_ATTRS,
+    HIDDEN_NAMES,
+    is_covenant,
+    module_allowed,
+)
+from batos.restricted import compile_source
 
-FORBIDDEN_NAMES = frozenset({
-    "eval", "exec", "compile", "open", "__import__", "globals", "locals", "vars", "input",
-    "breakpoint", "memoryview", "help", "exit", "quit", "copyright", "credits", "license",
-    "__builtins__", "__loader__", "__spec__", "classmethod", "staticmethod", "property",
-    "super", "object",
-})
-
-# attributes that lead from a value to frames, code or globals (no underscore needed)
-FORBIDDEN_ATTRS = frozenset({
-    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame",
-    "ag_code", "ag_await", "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace",
-    "tb_frame", "tb_next", "func_globals", "func_code", "mro", "with_traceback",
-})
+# attributes that lead from a value to frames, code or globals (no underscore needed):
+# exactly those the sandbox blocks at run time
+FORBIDDEN_ATTRS = BLOCKED_ATTRS
 
 # calls that mutate their receiver in place
 MUTATORS = frozenset({
@@ -74,6 +81,11 @@ class AuditReport:
         return None
 
 
+def _hidden(attr: str) -> str:
+    """'string.Formatter' for 'Formatter': the hidden names an attribute name stands for."""
+    return " and ".join(sorted(n for n in HIDDEN_NAMES if n.rpartition(".")[2] == attr))
+
+
 def _is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id == "self"
 
@@ -83,13 +95,6 @@ def _root_name(node: ast.AST) -> ast.Name | None:
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
         node = node.value
     return node if isinstance(node, ast.Name) else None
-
-
-def _is_covenant(stmt: ast.AST) -> bool:
-    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Attribute)
-            and _is_self(stmt.targets[0].value) and stmt.targets[0].attr == "_p_changed"
-            and isinstance(stmt.value, ast.Constant) and stmt.value.value is True)
 
 
 class _Auditor(ast.NodeVisitor):
@@ -148,7 +153,7 @@ class _Auditor(ast.NodeVisitor):
 
     # -- visitors ---------------------------------------------------------------
     def visit_Assign(self, node: ast.Assign) -> None:
-        if _is_covenant(node):
+        if is_covenant(node):
             self.covenant_nodes.add(id(node.targets[0]))
         elif any(self._target_mutates(t) for t in node.targets):
             self.mutation_lines.append(node.lineno)
@@ -179,11 +184,13 @@ class _Auditor(ast.NodeVisitor):
                 self.refuse(node, f"{f.id}() needs a constant attribute name")
             elif name.value.startswith("_"):
                 self.refuse(node, f"{f.id}() may not reach the private attribute {name.value!r}")
+            elif name.value in FORBIDDEN_ATTRS or name.value in HIDDEN_ATTRS:
+                self.refuse(node, f"{f.id}() may not reach the attribute {name.value!r}")
             if f.id in ("setattr", "delattr") and node.args and (
                     _is_self(node.args[0]) or self._slot_rooted(node.args[0])
                     or (isinstance(node.args[0], ast.Name) and node.args[0].id in self.aliases)):
                 self.mutation_lines.append(node.lineno)
-        if isinstance(f, ast.Attribute) and f.attr in ("format", "format_map", "vformat"):
+        if isinstance(f, ast.Attribute) and f.attr == "format":   # format_map, vformat: blocked
             if not (isinstance(f.value, ast.Constant) and isinstance(f.value.value, str)):
                 self.refuse(node, f".{f.attr}() is allowed only on a literal string")
         self.generic_visit(node)
@@ -191,6 +198,9 @@ class _Auditor(ast.NodeVisitor):
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if node.attr in FORBIDDEN_ATTRS:
             self.refuse(node, f"access to the attribute '{node.attr}' is not allowed")
+        elif node.attr in HIDDEN_ATTRS:
+            self.refuse(node, f"access to the attribute '{node.attr}' is not allowed "
+                              f"({_hidden(node.attr)} reaches attributes unguarded)")
         if node.attr.startswith("_") and id(node) not in self.covenant_nodes:
             if node.attr.startswith("_p_"):
                 self.refuse(node, f"'{node.attr}' is persistence machinery; the only use allowed "
@@ -219,10 +229,17 @@ class _Auditor(ast.NodeVisitor):
         for alias in node.names:
             if alias.name == "*" or alias.name.startswith("_"):
                 self.refuse(node, f"'from {node.module} import {alias.name}' is not allowed")
+            elif f"{node.module}.{alias.name}" in HIDDEN_NAMES:
+                self.refuse(node, f"'from {node.module} import {alias.name}' is not allowed "
+                                  f"({node.module}.{alias.name} reaches attributes unguarded)")
         self.generic_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:
-        if module.split(".")[0] not in ALLOWED_MODULES:
+        if module_allowed(module):
+            return
+        if module.split(".")[0] in ALLOWED_MODULES:
+            self.refuse(node, f"import of '{module}' is not allowed (a private submodule)")
+        else:
             self.refuse(node, f"import of '{module}' is not allowed "
                               f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})")
 
@@ -272,7 +289,7 @@ def _check_returns(func: ast.FunctionDef, first_mutation: int, findings: list[st
     def walk_block(stmts: list[ast.stmt]) -> None:
         for i, stmt in enumerate(stmts):
             if isinstance(stmt, ast.Return) and stmt.lineno > first_mutation and stmt is not final:
-                if not (i > 0 and _is_covenant(stmts[i - 1])):
+                if not (i > 0 and is_covenant(stmts[i - 1])):
                     findings.append(
                         f"line {stmt.lineno}: Persistence Covenant: this return can follow a state "
                         "change; put 'self._p_changed = True' right before it")
@@ -352,9 +369,9 @@ def audit(source: str, selector: str | None = None, *, max_bytes: int = 20_000) 
         body = func.body
         last = body[-1]
         if isinstance(last, ast.Return):
-            ends_ok = len(body) > 1 and _is_covenant(body[-2])
+            ends_ok = len(body) > 1 and is_covenant(body[-2])
         else:
-            ends_ok = _is_covenant(last)
+            ends_ok = is_covenant(last)
         if not ends_ok:
             findings.append(
                 f"Persistence Covenant: the method changes its object's state (line "

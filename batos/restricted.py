@@ -15,8 +15,11 @@ compiled with RestrictedPython's transformer, extended in three ways:
 At run time every attribute read goes through ``guarded_getattr``, every item
 read through ``_getitem_``, every attribute or item write through
 ``_write_``, and imports through ``guarded_import``, which hands out
-read-only proxies of an allowlist of pure modules.  Nothing here does I/O;
-the worker imports it before it locks itself down.
+read-only proxies of an allowlist of pure modules.  The lists themselves (the
+allowed modules, the hidden names, the blocked attributes, the builtins given)
+and the covenant line's shape live in ``batos.policy``, which the guardian's
+audit reads too.  Nothing here does I/O; the worker imports it before it locks
+itself down.
 """
 from __future__ import annotations
 
@@ -37,29 +40,17 @@ from RestrictedPython.Guards import (
 from RestrictedPython.PrintCollector import PrintCollector
 from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locations
 
-# pure modules a method may import (and their public submodules)
-ALLOWED_MODULES = frozenset({
-    "math", "cmath", "re", "json", "datetime", "collections", "itertools", "functools",
-    "string", "statistics", "random", "decimal", "fractions", "textwrap", "operator",
-    "heapq", "bisect", "unicodedata",
-})
-
-# public names held back from the module proxies: each reaches attributes unguarded
-HIDDEN_NAMES = frozenset({
-    "string.Formatter",          # Formatter().format("{0.__class__}", x)
-    "operator.attrgetter",       # attrgetter("__globals__")(f)
-    "operator.methodcaller",     # methodcaller("format", ...)
-})
-
-# attributes refused at run time even though they have no leading underscore
-BLOCKED_ATTRS = frozenset({
-    "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "gi_suspended",
-    "cr_frame", "cr_code", "cr_await", "cr_origin", "cr_running",
-    "ag_frame", "ag_code", "ag_await", "ag_running",
-    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_generator",
-    "tb_frame", "tb_next", "func_globals", "func_code", "mro", "with_traceback",
-    "format_map", "vformat", "get_field", "obj",
-})
+# the policy itself (what may be imported, what is hidden, blocked or given) lives in
+# batos.policy, shared with the guardian's audit; BLOCKED_ATTRS is re-exported here
+from batos.policy import (  # noqa: F401
+    ALLOWED_MODULES,
+    BLOCKED_ATTRS,
+    HIDDEN_NAMES,
+    SAFE_BUILTINS,
+    attr_blocked,
+    is_covenant,
+    module_allowed,
+)
 
 _WRITABLE = (list, dict, set, bytearray)   # and their subclasses (deque, Counter, ...)
 
@@ -69,14 +60,6 @@ class SandboxViolation(Exception):
 
 
 # ------------------------------------------------------------------ the policy
-
-def _is_covenant(stmt: ast.AST) -> bool:
-    return (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-            and isinstance(stmt.targets[0], ast.Attribute)
-            and isinstance(stmt.targets[0].value, ast.Name) and stmt.targets[0].value.id == "self"
-            and stmt.targets[0].attr == "_p_changed"
-            and isinstance(stmt.value, ast.Constant) and stmt.value.value is True)
-
 
 def _pure(node: ast.AST) -> bool:
     """An expression that can be evaluated twice with the same result and no effects."""
@@ -107,7 +90,7 @@ class MethodPolicy(RestrictingNodeTransformer):
         return node
 
     def visit_Assign(self, node: ast.Assign) -> Any:
-        if _is_covenant(node):
+        if is_covenant(node):
             call = ast.Call(func=ast.Name("_covenant_", ast.Load()),
                             args=[ast.Name("self", ast.Load())], keywords=[])
             new = ast.Expr(call)
@@ -189,7 +172,7 @@ def safe_module(name: str) -> SafeModule:
     """The proxy of an allowed module (built once per process)."""
     proxy = _proxies.get(name)
     if proxy is None:
-        if name.split(".")[0] not in ALLOWED_MODULES:
+        if not module_allowed(name):
             raise ImportError(f"import of '{name}' is not allowed in a method "
                               f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})")
         module = importlib.import_module(name)
@@ -201,7 +184,7 @@ def safe_module(name: str) -> SafeModule:
             value = getattr(module, attr)
             if isinstance(value, types.ModuleType):
                 sub = value.__name__
-                if sub.split(".")[0] in ALLOWED_MODULES and not sub.split(".")[-1].startswith("_"):
+                if module_allowed(sub):
                     names[attr] = safe_module(sub)
                 continue
             names[attr] = value
@@ -212,8 +195,9 @@ def guarded_import(name: str, globals: Any = None, locals: Any = None,
                    fromlist: Any = (), level: int = 0) -> SafeModule:
     if level != 0 or not isinstance(name, str):
         raise ImportError("relative imports are not allowed in a method")
+    module = safe_module(name)    # the whole dotted name is checked: 're._parser' is refused
     if fromlist:
-        return safe_module(name)
+        return module
     return safe_module(name.split(".")[0])
 
 
@@ -236,7 +220,7 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
     """``getattr`` for methods: no private names, no frames or code, no real modules."""
     if not isinstance(name, str):
         raise TypeError("attribute name must be a string")
-    if name.startswith("_") or name in BLOCKED_ATTRS:
+    if attr_blocked(name):
         raise SandboxViolation(f"access to the attribute '{name}' is not allowed in a method")
     hook = getattr(type(obj), "_sandbox_getattr_", None)
     try:
@@ -317,23 +301,10 @@ class QuietPrintCollector(PrintCollector):
             self.txt.append(text[: self.LIMIT])
 
 
-_SAFE_NAMES = (
-    "abs", "all", "any", "ascii", "bin", "bool", "bytearray", "bytes", "callable", "chr",
-    "complex", "dict", "divmod", "enumerate", "filter", "float", "format", "frozenset",
-    "hash", "hex", "int", "isinstance", "issubclass", "iter", "len", "list", "map", "max",
-    "min", "next", "oct", "ord", "pow", "range", "repr", "reversed", "round", "set", "slice",
-    "sorted", "str", "sum", "tuple", "zip", "None", "True", "False", "NotImplemented", "Ellipsis",
-    "ArithmeticError", "AssertionError", "AttributeError", "Exception", "IndexError",
-    "KeyError", "LookupError", "NameError", "NotImplementedError", "OverflowError",
-    "RecursionError", "RuntimeError", "StopIteration", "TypeError", "UnicodeError",
-    "ValueError", "ZeroDivisionError",
-)
-
-
 def method_globals(selector: str, covenant: Any) -> dict[str, Any]:
     """A fresh namespace for one method: its own copy of the safe builtins, so that
     one method cannot change another's."""
-    safe = {n: getattr(builtins, n) for n in _SAFE_NAMES}
+    safe = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
     safe.update({
         "getattr": guarded_getattr, "hasattr": guarded_hasattr, "setattr": guarded_setattr,
         "delattr": guarded_delattr, "type": guarded_type, "__import__": guarded_import,

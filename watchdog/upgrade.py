@@ -1,12 +1,13 @@
 """The Ship of Theseus: applying ``update_instructions.json`` without losing the image.
 
-validate -> stop the kernel (the ladder) -> back up the image -> record the code's
-revision -> run the steps in the project root -> apply the parser and persona
-settings (``BATOS_HOME/overrides.json``, read by config.py) -> start the kernel
-and wait for ``ping``.  A failed step or a kernel that does not come up restores
-the revision, the image and the settings, and starts the previous kernel.  The
-instructions file is then moved to ``BATOS_HOME/upgrades/`` marked applied,
-failed or rejected, beside a JSON report.
+``apply`` is the whole sequence: validate -> stop the kernel (the ladder) -> back
+up the image -> record the code's revision -> run the steps in the project root
+-> apply the parser and persona settings (``BATOS_HOME/overrides.json``, read by
+config.py) -> start the kernel and wait for ``ping``.  A failed step or a kernel
+that does not come up restores the revision, the image and the settings, and
+starts the previous kernel.  The instructions file is then moved to
+``BATOS_HOME/upgrades/`` marked applied, failed or rejected, beside a JSON report.
+The rest of the module is its parts.
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 import config
 
-log = logging.getLogger("watchdog.upgrade")
+if TYPE_CHECKING:
+    from watchdog.process import KernelProcess
+
+# the supervisor's logger: upgrade lines read in watchdog.log as they always have
+log = logging.getLogger("watchdog")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TAIL = 2000
 
@@ -88,6 +93,61 @@ def settings_updates(inst: Instructions) -> dict[str, Any]:
     if inst.persona_models is not None:
         updates["PERSONA_MODELS"] = inst.persona_models
     return updates
+
+
+# -------------------------------------------------------------- the sequence
+
+def apply(settings: Any, path: Path, kernel: "KernelProcess", launch: Callable[[str], bool]) -> dict:
+    """Apply the instructions at ``path`` to the running ``kernel``; returns the report
+    (also written beside the moved instructions).  ``launch(reason)`` starts a kernel
+    and says whether it answered ping in time."""
+    home = settings.HOME
+    try:
+        inst = load(path)
+    except UpgradeError as exc:
+        report: dict = {"outcome": "rejected", "reason": str(exc)}
+        where = finish(path, home, "unnamed", "rejected", report)
+        log.error("watchdog: rejected %s: %s (report %s); the kernel is untouched", path.name, exc, where)
+        return report
+    log.info("watchdog: applying upgrade %s (%d steps)", inst.id, len(inst.steps))
+    report = {"id": inst.id, "started_at": time.time(), "steps": []}
+    t_down = time.monotonic()
+    report["stop"] = kernel.stop()
+    revision = git_revision()
+    report["revision_before"] = revision
+    saved = backup(settings, home / "backups" / f"{inst.id}-{int(time.time())}")
+    report["backup"] = str(saved)
+    previous = config.read_overrides(home)
+    report["steps"] = run_steps(inst.steps, settings.UPGRADE_STEP_TIMEOUT_S)
+    ok = all(s.get("exit_code") == 0 for s in report["steps"]) and len(report["steps"]) == len(inst.steps)
+    if ok:
+        report["settings"] = settings_updates(inst)
+        if report["settings"]:
+            config.write_overrides(home, report["settings"])
+        ok = launch(f"upgrade {inst.id}")
+        if not ok:
+            report["reason"] = "the upgraded kernel did not answer ping in time"
+    else:
+        failed = report["steps"][-1]
+        report["reason"] = f"step {failed['argv']} failed ({failed.get('error') or failed.get('exit_code')})"
+    if ok:
+        report["outcome"] = "applied"
+    else:
+        kernel.stop()
+        if revision and git_revision() != revision:
+            report["revision_restored"] = restore_revision(revision)
+        restore(settings, saved)
+        (home / config.OVERRIDES_FILE).unlink(missing_ok=True)
+        if previous:
+            config.write_overrides(home, previous)
+        report["outcome"] = "failed"
+        report["rolled_back"] = launch(f"rollback of {inst.id}")
+    report["downtime_s"] = round(time.monotonic() - t_down, 3)
+    report["revision_after"] = git_revision()
+    where = finish(path, home, inst.id, report["outcome"], report)
+    log.info("watchdog: upgrade %s %s in %.1fs (report %s)", inst.id, report["outcome"],
+             report["downtime_s"], where)
+    return report
 
 
 # -------------------------------------------------------------- image backup
