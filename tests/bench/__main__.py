@@ -9,6 +9,8 @@
     sandbox             a method call that writes state (the commit included), and the time
                         to replace a worker killed for running past its deadline
     pipelined           send_message throughput with many requests in flight
+    load                32 clients with 32 sends each in flight: Busy replies (target 0), wrong
+                        replies, p50/p99 latency from send to reply
     cycle               a cognitive cycle with the embedded model (cold: includes model load)
     missions            tests/missions.py through real cycles: pass rate and median cycle time
     memory              Fractal Memory search at 10k and 100k chunks; query embedding time
@@ -81,6 +83,48 @@ def bench_round_trips(conn, n: int) -> dict:
         done += 1
     out["pipelined_per_s"] = total / (time.perf_counter() - t0)
     return out
+
+
+def bench_load(k: KernelProcess, clients: int = 32, window: int = 32, per_client: int = 128) -> dict:
+    """``clients`` connections, each keeping ``window`` sends in flight to ``add``: every
+    reply checked, Busy counted, latency per request (send to reply)."""
+    import threading
+    lat: list[float] = []
+    busy = wrong = 0
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        nonlocal busy, wrong
+        with k.connect(timeout_s=120) as c:
+            pending: dict = {}
+            sent = 0
+            while sent < per_client or pending:
+                while sent < per_client and len(pending) < window:
+                    rid = c.send({"command": "send_message", "target_oid": "genesis_obj",
+                                  "selector": "add", "args": [n, sent], "stream": False})
+                    pending[rid] = (time.perf_counter(), n + sent)
+                    sent += 1
+                rid = next(iter(pending))
+                reply = c.wait(rid, 120)
+                t0, want = pending.pop(rid)
+                with lock:
+                    lat.append(time.perf_counter() - t0)
+                    if not reply["ok"]:
+                        busy += reply["error"]["type"] == "Busy"
+                        wrong += reply["error"]["type"] != "Busy"
+                    elif reply["result"]["value"] != want:
+                        wrong += 1
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    wall = time.perf_counter() - t0
+    return {"load_requests": len(lat), "load_busy": busy, "load_wrong": wrong,
+            "load_p50_s": pct(lat, 0.5), "load_p99_s": pct(lat, 0.99), "load_per_s": len(lat) / wall,
+            "load_clients": clients, "load_window": window}
 
 
 def bench_jupyter(n: int) -> dict:
@@ -316,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                 conn.call("install_method", target_oid="genesis_obj", selector="add", source=ADD)
                 results.update(bench_round_trips(conn, args.n))
                 results.update(bench_sandbox(conn, min(args.n, 1000)))
+            results.update(bench_load(k))
             results.update(bench_jupyter(min(args.n, 2000)))
             results["send_to_jupyter_ratio"] = results["send_p50_s"] / results["jupyter_execute_p50_s"]
             if not args.quick:
@@ -349,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  upgrade downtime         {results['upgrade_downtime_s']:.2f} s (stop, backup, one step, "
           f"start; {results['upgrade_end_to_end_s']:.2f} s from the file's arrival)")
     print(f"  pipelined send_message   {results['pipelined_per_s']:.0f} requests/s (64 in flight)")
+    print(f"  load: {results['load_clients']} clients x {results['load_window']} in flight  "
+          f"{results['load_requests']} requests, {results['load_busy']} Busy, {results['load_wrong']} wrong; "
+          f"p50 {ms(results['load_p50_s'])}   p99 {ms(results['load_p99_s'])}   "
+          f"{results['load_per_s']:.0f} requests/s")
     if "cycle_cold_s" in results:
         print(f"  cycle, cold (model load) {results['cycle_cold_s']:.1f} s   correct: {results['cycle_cold_correct']}")
         print(f"  cycle, warm              {results['cycle_warm_s']:.1f} s   correct: {results['cycle_warm_correct']}")
