@@ -6,25 +6,16 @@ import threading
 import pytest
 
 import config
-from batos import genesis, guardian
-from batos.image import Image
+from batos import guardian
 from batos.llm import GenerationError
 from batos.protocol import CycleResult as WireCycleResult
 from batos.protocol import MissionBrief
 from batos.psm import PrototypalStateMachine
 from tests.scripted import ScriptedModel
 
-UPPER = "```python\ndef to_upper(self, text):\n    \"\"\"Upper-case.\"\"\"\n    return text.upper()\n```"
-BREACH = "```python\ndef to_upper(self, text):\n    self.last = text\n    return text.upper()\n```"
+from tests.test_psm_scripted import BREACH, UPPER, image  # noqa: F401  (the fixture)
+
 BRIEF = MissionBrief(selector="to_upper", args=["text"], intent="upper-case a text")
-
-
-@pytest.fixture
-def image(tmp_path):
-    img = Image.open(config.load({"BATOS_HOME": str(tmp_path)}))
-    img.bootstrap(genesis.incarnate)
-    yield img
-    img.close()
 
 
 def run(image, model, retries="1", cancel=None):
