@@ -79,6 +79,9 @@ class Settings:
     METHOD_TIMEOUT_S: float = 5.0
     CYCLE_TIMEOUT_S: float = 600.0
     CYCLE_RETRIES: int = 1          # a failed attempt is fed back this many times
+    CYCLE_CANDIDATES: int = 3       # candidates compared (by agreement) once the first fails an example
+    CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
+    SKILL_MIN_COSINE: float = 0.5   # an installed method is shown as a skill only this similar or more
     CYCLE_WORKERS: int = 1
     CYCLE_QUEUE_MAX: int = 16
     KERNEL_THREADS: int = 8           # threads for commits, installs and reads (not methods)
@@ -176,7 +179,7 @@ def _check(s: Settings) -> None:
     """Validate values whose type alone does not make them usable."""
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
-                "CYCLE_QUEUE_MAX", "KERNEL_THREADS", "SANDBOX_MAX_WORKERS", "MAX_QUEUED_REQUESTS",
+                "CYCLE_QUEUE_MAX", "CYCLE_CANDIDATES", "KERNEL_THREADS", "SANDBOX_MAX_WORKERS", "MAX_QUEUED_REQUESTS",
                 "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
                 "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB",
                 "WATCHDOG_PING_INTERVAL_S", "WATCHDOG_HANG_TIMEOUT_S", "WATCHDOG_START_TIMEOUT_S",
@@ -203,6 +206,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"config: {ENV_PREFIX}SANDBOX_CPU_S={s.SANDBOX_CPU_S!r} must be at least twice "
                           f"METHOD_TIMEOUT_S + SANDBOX_KILL_GRACE_S "
                           f"({2 * (s.METHOD_TIMEOUT_S + s.SANDBOX_KILL_GRACE_S):g})")
+    if not 0.0 < s.CANDIDATE_TEMPERATURE <= 2.0:
+        raise ConfigError(f"config: {ENV_PREFIX}CANDIDATE_TEMPERATURE={s.CANDIDATE_TEMPERATURE!r} "
+                          "must be above 0 and at most 2")
+    if not -1.0 <= s.SKILL_MIN_COSINE <= 1.0:
+        raise ConfigError(f"config: {ENV_PREFIX}SKILL_MIN_COSINE={s.SKILL_MIN_COSINE!r} must be between -1 and 1")
     if not 0.0 <= s.LLM_TEMPERATURE <= 2.0:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
                           "must be between 0 and 2")

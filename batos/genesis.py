@@ -26,7 +26,7 @@ PERSONA_PROTOTYPES = {
 
 # Prompts put what never changes first, so llama.cpp can reuse the cached prefix.
 DECOMPOSING_INSTRUCTIONS = """\
-Give 1 to 3 short search queries (a few words each) for facts that would help write the method below. Answer in JSON.
+Give 1 to 3 short search queries (a few words each) for facts that would help write the method below, and 2 to 4 examples of calls to it: the arguments (a JSON list) and the exact value it must return. Answer in JSON.
 
 Object: {target}
 Missing method: {example_call}
@@ -37,9 +37,8 @@ Rules for every BAT OS method:
 - Write exactly one Python function (not a class) whose first parameter is self (the persistent object), with a one-line docstring.
 - Use plain Python. Import only from: {allowed}.
 - Never use eval, exec, open, __import__, globals, or any name or attribute that starts with an underscore.
-- If the method changes self in any way (assigning self.<name>, or changing a list or dict stored on self), the statement self._p_changed = True must come right before each return, and at the end.
 - Return the result; do not print it.
-- Do not change attributes of self unless the task asks you to keep something on the object.
+{state_rule}
 - Answer with only the code in one ```python block, like this example:
 ```python
 def average(self, numbers):
@@ -55,8 +54,16 @@ Similar methods already installed:
 
 Task: write the method {selector} for the object {target}.
 Call to support: {example_call} ({params_hint})
-{intent_line}Attributes already on self: {slots}
+{intent_line}{examples_line}Attributes already on self: {slots}
 Existing methods: {methods}"""
+
+# the rule about self, for a mission that keeps nothing and for one that keeps something
+PURE_RULE = ("- This method keeps nothing: do not assign to self or change anything stored on self; "
+             "compute the answer from the arguments and return it, the same answer every time.")
+STATEFUL_RULE = ("- This method keeps something on self between calls. After changing self "
+                 "(assigning self.<name>, or changing a list or dict stored on self), the statement "
+                 "self._p_changed = True must come right before each return, and at the end. "
+                 "Create a missing attribute with hasattr(self, 'name') before using it.")
 
 STATES = (
     # (state, successor, persona, instructions, max_tokens setting or None)
@@ -68,6 +75,19 @@ STATES = (
     ("COMPLETE", "", "ALFRED", "", None),
     ("FAILED", "", "ALFRED", "", None),
 )
+
+
+# earlier default instructions (sha256 of the text): an image whose state still holds one
+# of these is given the current text at its next start; a prompt someone changed is kept
+PREVIOUS_INSTRUCTIONS = {
+    "DECOMPOSING": {'ace2bc314930f33c4f0f7e055b379e8c804224b5ede8b11c5d02aba87ea9ec64'},
+    "SYNTHESIZING": {'cda83dce9973bfc7aca2d4a63de2ab744120b96d772fb428ab0844d7cecbe147'},
+}
+
+
+def _digest(text: str) -> str:
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def state_oid(state: str) -> str:
@@ -112,6 +132,8 @@ def incarnate(root: Any) -> list[str]:
                       UvmObject(state.lower(), parents=(state_proto,), state=state,
                                 next=successor, persona=persona, instructions=instructions,
                                 max_tokens_setting=budget, max_tokens=None), created)
+        elif _digest(str(objects[oid]._slots.get("instructions", ""))) in PREVIOUS_INSTRUCTIONS.get(state, ()):
+            objects[oid].instructions = instructions
     if "psm_obj" not in objects:
         _register(objects, "psm_obj",
                   UvmObject("psm", parents=(root_obj,),

@@ -38,7 +38,7 @@ async def handle_send_message(kernel: "Kernel", req: p.SendMessage, progress: "P
 
 
 async def handle_install_method(kernel: "Kernel", req: p.InstallMethod, progress: "Progress") -> dict:
-    return await kernel.install(req.target_oid, req.selector, req.source)
+    return await kernel.install(req.target_oid, req.selector, req.source, req.examples)
 
 
 async def handle_describe(kernel: "Kernel", req: p.Describe, progress: "Progress") -> dict:

@@ -22,13 +22,14 @@ from typing import Any, Callable
 
 import config
 from batos import __version__, genesis, guardian, plain
+from batos.examples import Outcome
 from batos.image import Image, Session
 from batos.knowledge import Knowledge
 from batos.llm import Models
 from batos.metalog import MetacognitionLog
 from batos.protocol import MissionBrief, to_wire
 from batos.psm import CycleResult, PrototypalStateMachine
-from batos.sandbox.pool import SandboxPool
+from batos.sandbox.pool import MethodFailed, MethodTimedOut, SandboxPool
 from batos.shutdown import Shutdown
 from batos.threads import ThreadPool
 from batos.uvm import Method, NotUnderstood
@@ -51,11 +52,12 @@ class NotAMethod(Exception):
 
 
 class InstallRefused(Exception):
-    """The PersistenceGuardian refused the Architect's method."""
+    """The PersistenceGuardian refused the Architect's method, or it failed its examples."""
 
-    def __init__(self, findings: list[str]):
-        super().__init__("the PersistenceGuardian refused the method: " + "; ".join(findings))
-        self.result = {"state": "FAILED", "findings": list(findings)}
+    def __init__(self, findings: list[str], examples: list[dict] | None = None,
+                 who: str = "the PersistenceGuardian refused the method"):
+        super().__init__(f"{who}: " + "; ".join(findings))
+        self.result = {"state": "FAILED", "findings": list(findings), "examples": list(examples or [])}
         self.details = {"findings": list(findings)}
 
 
@@ -79,7 +81,7 @@ class Kernel:
         self.models = Models(settings, self.image, emit=self._emit_threadsafe)
         self.knowledge = Knowledge(settings, self.image, emit=self._emit_threadsafe)
         self.psm = PrototypalStateMachine(self.image, self.models, settings, emit=self._emit_threadsafe,
-                                          learned=self._learn_threadsafe)
+                                          learned=self._learn_threadsafe, runner=self._try_threadsafe)
         self.knowledge.on_loaded = self.psm.use_memory
         self.threads: ThreadPool | None = None        # commits, installs, reads (started with the loop)
         self.cycle_threads: ThreadPool | None = None  # cognitive cycles
@@ -260,24 +262,78 @@ class Kernel:
         obj._apply_changes(view, reply["changes"], reply["deleted"], label)
         return True
 
-    async def install(self, target_oid: str, selector: str, source: str) -> dict:
+    async def try_method(self, target_oid: str, selector: str, source: str,
+                         calls: list[list]) -> list[Outcome]:
+        """Run ``source`` as ``target_oid``'s ``selector`` on each ``[args, expected]`` in
+        order, in the sandbox, on one scratch copy of the object's slots: each call sees what
+        the ones before it changed; nothing is committed."""
+        with self.image.reading() as s:
+            view, sources = s.get(target_oid)._sandbox_view()
+        import hashlib
+        digest = "cand-" + hashlib.sha256(f"{selector}\0{source}".encode()).hexdigest()[:24]
+        view["methods"][selector] = digest
+        sources[digest] = (selector, source, f"{target_oid}.{selector} (candidate)")
+        view["slots"] = dict(view["slots"])
+        label = f"{target_oid}.{selector}"
+        outcomes = []
+        for args, expected in calls:
+            outcome = Outcome(list(args), expected)
+            try:
+                request = {"oid": target_oid, "selector": selector, "args": plain.to_tree(list(args)),
+                           "kwargs": plain.to_tree({}), **view}
+                reply = await self.sandbox.call(request, sources, label)
+            except (MethodFailed, MethodTimedOut, plain.NotPlain) as exc:
+                outcome.error = str(exc)
+            else:
+                outcome.actual = reply.get("value")
+                outcome.changed = sorted(set(reply["changes"]) | set(reply["deleted"]))
+                view["slots"].update(reply["changes"])
+                for name in reply["deleted"]:
+                    view["slots"].pop(name, None)
+                view["own"] = sorted(set(view["own"]) | set(reply["changes"]))
+            outcomes.append(outcome)
+        return outcomes
+
+    def _try_threadsafe(self, target_oid: str, selector: str, source: str, calls: list[list]) -> list[Outcome]:
+        """``try_method`` from a cycle's thread."""
+        fut = asyncio.run_coroutine_threadsafe(self.try_method(target_oid, selector, source, calls), self.loop)
+        limit = (self.settings.METHOD_TIMEOUT_S + self.settings.SANDBOX_KILL_GRACE_S
+                 + self.settings.SANDBOX_START_TIMEOUT_S) * (len(calls) + 1)
+        return fut.result(timeout=limit)
+
+    async def install(self, target_oid: str, selector: str, source: str,
+                      examples: list | None = None) -> dict:
         event = {"event": "install", "target": target_oid, "selector": selector}
         report = guardian.audit(source, selector, max_bytes=self.settings.MAX_SOURCE_BYTES)
         self.metalog.write({**event, "state": "VALIDATING", "source_chars": len(source)})
         if not report.ok:
             self.metalog.write({**event, "state": "FAILED", "findings": report.findings})
             raise InstallRefused(report.findings)
+        kept = await self.in_thread(lambda: self._read(lambda s: _own_examples(s.get(target_oid), selector)))
+        given = [[list(a), e] for a, e in (examples or [])]
+        # the replaced method's examples run again, except where the Architect gave a new
+        # expectation for the same arguments
+        to_run = given + [x for x in kept if all(x[0] != g[0] for g in given)]
+        outcomes = await self.try_method(target_oid, selector, source, to_run) if to_run else []
+        failed = [o for o in outcomes if not o.passed]
+        if failed:
+            findings = [o.feedback(selector) for o in failed]
+            self.metalog.write({**event, "state": "FAILED", "findings": findings})
+            who = ("the method fails the examples of the one it would replace"
+                   if any(o.args == k[0] for o in failed for k in kept) else "the method fails its examples")
+            raise InstallRefused(findings, [o.wire() for o in outcomes], who=who)
+        keep = to_run
 
         def body(s: Session) -> None:
-            s.get(target_oid)._install(selector, source, origin="architect", report=report)
+            s.get(target_oid)._install(selector, source, origin="architect", report=report, examples=keep)
         try:
             await self.in_thread(lambda: self.image.transact(body, note=f"install {target_oid}.{selector}"))
         except Exception as exc:
             self.metalog.write({**event, "state": "FAILED", "reason": str(exc)})
             raise
-        self.metalog.write({**event, "state": "COMPLETE", "artifact": source})
+        self.metalog.write({**event, "state": "COMPLETE", "artifact": source, "examples": len(outcomes)})
         self.knowledge.learn(target_oid, selector, source, report.doc)
-        return {"state": "COMPLETE", "findings": []}
+        return {"state": "COMPLETE", "findings": [], "examples": [o.wire() for o in outcomes]}
 
     async def describe(self, target_oid: str) -> dict:
         def body(s: Session) -> dict:
@@ -288,7 +344,8 @@ class Kernel:
                 "slots": {k: type(v).__name__ for k, v in obj._slots.items()
                           if k not in ("parents",) and not isinstance(v, Method)},
                 "methods": [{"selector": sel, "signature": m.signature, "doc": m.doc,
-                             "owner": owner._label()} for sel, owner, m in obj._methods()],
+                             "owner": owner._label(), "examples": list(getattr(m, "examples", None) or [])}
+                            for sel, owner, m in obj._methods()],
             }
         return await self.in_thread(lambda: self._read(body))
 
@@ -330,3 +387,11 @@ class Kernel:
             await self.metalog.close()
         await asyncio.get_running_loop().run_in_executor(None, self.models.close)
         self.image.close()
+
+
+def _own_examples(obj: Any, selector: str) -> list[list]:
+    """The examples of the method ``selector`` in ``obj``'s own slots (what a replacement
+    must still answer), or none."""
+    method = obj._slots.get(selector)
+    return [[list(a), e] for a, e in (getattr(method, "examples", None) or [])] \
+        if isinstance(method, Method) else []

@@ -63,6 +63,19 @@ class Ping(Request):
     command: Literal["ping"] = "ping"
 
 
+MAX_EXAMPLES = 12
+
+
+def _check_example(value: Any) -> tuple[list, Any]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not isinstance(value[0], (list, tuple)):
+        raise ValueError("an example is [args, expected]: a list of arguments and the expected "
+                         "result, e.g. [[\"aaab\"], \"a3b1\"]")
+    return [list(value[0]), value[1]]
+
+
+Example = Annotated[Any, AfterValidator(_check_example)]
+
+
 class MissionBrief(_Model):
     type: StrictStr = "unhandled_message"
     selector: Selector
@@ -71,6 +84,8 @@ class MissionBrief(_Model):
     intent: Optional[Annotated[StrictStr, Field(max_length=4000)]] = None
     # the call that was not understood, with its values (set by _doesNotUnderstand_)
     example_call: Optional[Annotated[StrictStr, Field(max_length=2000)]] = None
+    # [[args, expected], ...]: calls the method must answer so; stateful examples run in order
+    examples: list[Example] = Field(default_factory=list, max_length=MAX_EXAMPLES)
 
 
 class InitiateCognitiveCycle(Request):
@@ -92,6 +107,9 @@ class InstallMethod(Request):
     target_oid: ObjectId
     selector: Selector
     source: StrictStr
+    # examples kept with the method (None: keep the replaced method's); they run before
+    # the method is installed, and again whenever it is replaced
+    examples: Optional[list[Example]] = Field(default=None, max_length=MAX_EXAMPLES)
 
 
 class Describe(Request):
@@ -175,7 +193,10 @@ class CycleResult(_Model):
     selector: str
     source: Optional[str] = None
     reason: Optional[str] = None
-    phase: Optional[Literal["generation", "parsing", "audit", "install", "cycle", "internal"]] = None
+    phase: Optional[Literal["generation", "parsing", "audit", "examples", "install", "cycle",
+                            "internal"]] = None
+    examples: list[ExampleOutcome] = Field(default_factory=list)   # the chosen candidate's
+    candidates: int = 0
     transitions: list[str]
     persona: Optional[str] = None
     attempts: int = 1
@@ -187,9 +208,18 @@ class SendResult(_Model):
     cycle_id: Optional[str] = None
 
 
+class ExampleOutcome(_Model):
+    args: list
+    expected: Any = None
+    actual: Any = None
+    error: Optional[str] = None
+    passed: bool
+
+
 class InstallResult(_Model):
     state: Literal["COMPLETE", "FAILED"]
     findings: list[str]
+    examples: list[ExampleOutcome] = Field(default_factory=list)
 
 
 class MethodInfo(_Model):
@@ -197,6 +227,7 @@ class MethodInfo(_Model):
     signature: str
     doc: str = ""
     owner: Optional[str] = None   # the oid of the object whose slot holds it
+    examples: list = Field(default_factory=list)   # [[args, expected], ...] kept with it
 
 
 class DescribeResult(_Model):

@@ -36,7 +36,8 @@ from persistent.mapping import PersistentMapping
 from pydantic import BaseModel, Field, ValidationError
 
 from batos import guardian
-from batos.genesis import PERSONA_PROTOTYPES, state_oid
+from batos.examples import Outcome, asks_for_state, choose
+from batos.genesis import PERSONA_PROTOTYPES, PURE_RULE, STATEFUL_RULE, state_oid
 from batos.image import ConflictsExhausted, ObjectNotFound
 from batos.llm import Generation, GenerationError
 from batos.protocol import STATES, MissionBrief
@@ -63,9 +64,20 @@ class InstallError(CycleFailure):
     phase = "install"
 
 
+class ExamplesError(CycleFailure):
+    phase = "examples"
+
+
+class ProposedExample(BaseModel):
+    args: list[Any] = Field(max_length=6)
+    expected: Any = None
+
+
 class ResearchPlan(BaseModel):
-    """BRICK's plan: the search queries that DELEGATING runs against the memory."""
+    """BRICK's plan: the search queries that DELEGATING runs against the memory, and
+    example calls with the results the method must give (VALIDATING runs them)."""
     queries: list[str] = Field(min_length=1, max_length=3)
+    examples: list[ProposedExample] = Field(default_factory=list, max_length=4)
 
 
 PLAN_SCHEMA = {
@@ -73,8 +85,12 @@ PLAN_SCHEMA = {
     "properties": {
         "queries": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 48},
                     "minItems": 1, "maxItems": 3},
+        "examples": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+            "type": "object",
+            "properties": {"args": {"type": "array", "maxItems": 4}, "expected": {}},
+            "required": ["args", "expected"]}},
     },
-    "required": ["queries"],
+    "required": ["queries", "examples"],
 }
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
@@ -110,6 +126,7 @@ class Snapshot:
     slots: Mapping[str, str]              # {slot name -> type name}
     states: Mapping[str, StateConf]       # {state -> its configuration}
     prompts: Mapping[str, str]            # {persona -> system prompt}
+    replaced_examples: tuple = ()         # the examples of the method this cycle would replace
 
 
 @dataclasses.dataclass
@@ -159,17 +176,34 @@ class CycleResult:
     duration_s: float
     source: Optional[str] = None
     reason: Optional[str] = None
-    phase: Optional[str] = None         # FAILED: generation, parsing, audit, install, cycle, internal
+    phase: Optional[str] = None   # FAILED: generation, parsing, audit, examples, install, cycle, internal
+    examples: list[dict] = dataclasses.field(default_factory=list)   # the chosen candidate's outcomes
+    candidates: int = 0
 
     def wire(self) -> dict:
         out = {"cycle_id": self.cycle_id, "state": self.state, "selector": self.selector,
                "transitions": self.transitions, "persona": self.persona, "attempts": self.attempts,
-               "duration_s": self.duration_s}
+               "duration_s": self.duration_s, "examples": self.examples, "candidates": self.candidates}
         if self.source is not None:
             out["source"] = self.source
         if self.state == "FAILED":
             out["reason"], out["phase"] = self.reason, self.phase
         return out
+
+
+@dataclasses.dataclass
+class Candidate:
+    """One method the model wrote, and what VALIDATING found of it."""
+    answer: str
+    source: Optional[str] = None
+    report: Optional[guardian.AuditReport] = None
+    findings: list[str] = dataclasses.field(default_factory=list)   # audit or parsing
+    outcomes: list[Outcome] = dataclasses.field(default_factory=list)
+    temperature: float = 0.0
+
+    @property
+    def admitted(self) -> bool:
+        return self.source is not None and self.report is not None and not self.findings
 
 
 @dataclasses.dataclass
@@ -190,6 +224,18 @@ class CognitiveCycle:
     failed_phase: str = "audit"           # what the findings are about: "parsing" or "audit"
     report: Optional[guardian.AuditReport] = None   # VALIDATING's verdict on the artifact
     attempts: int = 0
+    pure: bool = True                     # the mission keeps nothing on the object
+    trusted: list[list] = dataclasses.field(default_factory=list)    # [[args, expected]] that must pass
+    proposed: list[list] = dataclasses.field(default_factory=list)   # BRICK's, maybe wrong
+    candidates: list[Candidate] = dataclasses.field(default_factory=list)   # validated so far
+    pending: list[Candidate] = dataclasses.field(default_factory=list)      # written, not validated
+    repair: Optional[Candidate] = None    # the candidate the next attempt repairs
+    feedback: list[str] = dataclasses.field(default_factory=list)    # why it must be repaired
+    outcomes: list[Outcome] = dataclasses.field(default_factory=list)       # the chosen one's
+
+    @property
+    def examples(self) -> list[list]:
+        return self.trusted + [p for p in self.proposed if all(p[0] != t[0] for t in self.trusted)]
 
     @property
     def selector(self) -> str:
@@ -207,7 +253,9 @@ class CognitiveCycle:
         ended = self.steps[-1].ended_at if self.steps else time.time()
         return CycleResult(self.cycle_id, self.state, self.selector, [r.state for r in self.steps],
                            self.persona, self.attempts, round(ended - self.started_at, 3),
-                           source=self.artifact, reason=reason, phase=phase)
+                           source=self.artifact, reason=reason, phase=phase,
+                           examples=[o.wire() for o in self.outcomes],
+                           candidates=len(self.candidates))
 
 
 # -------------------------------------------------------------- extracting code
@@ -255,13 +303,15 @@ def extract_method(text: str, selector: str) -> str:
 class PrototypalStateMachine:
     def __init__(self, image: Any, models: Any, settings: Any,
                  emit: Callable[[dict], None] = lambda event: None, memory: Any = None,
-                 learned: Callable[[str, str, str, str], None] | None = None):
+                 learned: Callable[[str, str, str, str], None] | None = None,
+                 runner: Callable[[str, str, str, list], list[Outcome]] | None = None):
         self.image = image
         self.models = models
         self.settings = settings
         self.emit = emit
         self.memory = memory        # the FractalMemory, or None when it is disabled or loading
         self.learned = learned      # told of every installed method (the skill library)
+        self.runner = runner        # runs a candidate on examples in the sandbox (None: not run)
 
     def use_memory(self, memory: Any) -> None:
         self.memory = memory
@@ -284,6 +334,10 @@ class PrototypalStateMachine:
             cycle.snapshot = self._snapshot(cycle)
         except (ObjectNotFound, ConflictsExhausted, CycleFailure) as exc:
             return self._fail(cycle, str(exc), "cycle")
+        cycle.pure = not asks_for_state(cycle.selector, cycle.mission.intent)
+        cycle.trusted = [list(x) for x in cycle.mission.examples]
+        cycle.trusted += [[a, e] for a, e in cycle.snapshot.replaced_examples
+                          if all(a != t[0] for t in cycle.trusted)]
         state = "IDLE"
         for _ in range(MAX_TRANSITIONS):
             step = StepRecord(state, cycle.attempts, time.time())
@@ -376,17 +430,29 @@ class PrototypalStateMachine:
                                           get("max_tokens_setting"))
             prompts = {p: str(objects[oid]._slots.get("system_prompt", ""))
                        for p, (oid, _) in PERSONA_PROTOTYPES.items() if oid in objects}
+            replaced = target._slots.get(cycle.selector)
+            replaced_examples = tuple((list(a), e) for a, e in getattr(replaced, "examples", None) or ()) \
+                if isinstance(replaced, Method) else ()
         return Snapshot(persona, methods, types.MappingProxyType(slots), types.MappingProxyType(states),
-                        types.MappingProxyType(prompts))
+                        types.MappingProxyType(prompts), replaced_examples)
 
     def _ask(self, cycle: CognitiveCycle, step: StepRecord, persona: str,
-             messages: list[dict], schema: dict | None = None) -> Generation:
+             messages: list[dict], schema: dict | None = None, **sampling: Any) -> Generation:
+        """One model call for this step (``sampling``: ``temperature`` and ``seed`` for a
+        sampled candidate); a step with several calls reports their sums."""
         conf = cycle.snapshot.states[step.state]
         max_tokens = conf.max_tokens or getattr(self.settings, conf.max_tokens_setting or "METHOD_MAX_TOKENS")
-        gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema, cancel=cycle.cancel)
-        step.exchange = Exchange(persona, gen.model, sum(len(m["content"]) for m in messages),
-                                 len(gen.text), gen.prompt_tokens, gen.completion_tokens,
-                                 round(gen.seconds, 3), round(gen.load_seconds, 3))
+        gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema, cancel=cycle.cancel,
+                                   **sampling)
+        x = Exchange(persona, gen.model, sum(len(m["content"]) for m in messages),
+                     len(gen.text), gen.prompt_tokens, gen.completion_tokens,
+                     round(gen.seconds, 3), round(gen.load_seconds, 3))
+        if step.exchange is not None:    # a second call in the same step: add it up
+            p = step.exchange
+            x = Exchange(persona, gen.model, p.prompt_chars + x.prompt_chars, p.answer_chars + x.answer_chars,
+                         p.prompt_tokens + x.prompt_tokens, p.completion_tokens + x.completion_tokens,
+                         round(p.seconds + x.seconds, 3), round(p.load_seconds + x.load_seconds, 3))
+        step.exchange = x
         if cycle.cancel.is_set():
             raise CycleFailure("the cycle was stopped while the model was answering")
         return gen
@@ -403,9 +469,16 @@ class PrototypalStateMachine:
                 hint += f" and the keyword argument(s) {', '.join(m.kwargs)}"
         else:
             hint = "no arguments besides self"
+        shown = cycle.examples[:4]
+        examples_line = ("Examples it must satisfy: " + "; ".join(
+            f"{cycle.selector}({', '.join(repr(a) for a in args)}) == {expected!r}" for args, expected in shown)
+            + "\n") if shown else ""
         return {"target": cycle.target_oid, "selector": cycle.selector, "example_call": example,
                 "intent_line": f"The Architect's words: {m.intent}\n" if m.intent else "",
-                "methods": methods, "slots": slots, "params_hint": hint,
+                "examples_line": examples_line,
+                "state_rule": PURE_RULE if cycle.pure else STATEFUL_RULE,
+                "methods": methods, "slots": slots if not cycle.pure else "(this method keeps none)",
+                "params_hint": hint,
                 "allowed": ", ".join(sorted(guardian.ALLOWED_MODULES)),
                 "context": cycle.context or "(none)",
                 "skills": "\n\n".join(cycle.skills) or "(none)"}
@@ -430,10 +503,15 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
     try:
         plan = ResearchPlan.model_validate(json.loads(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
+        n_params = len(cycle.mission.args)
+        for ex in plan.examples:      # only calls the mission's signature can take
+            if len(ex.args) == n_params and all(ex.args != p[0] for p in cycle.proposed):
+                cycle.proposed.append([list(ex.args), ex.expected])
     except (json.JSONDecodeError, ValidationError) as exc:
         # the queries only guide retrieval; without them DELEGATING searches for the mission
-        step.data["plan_error"] = f"BRICK's queries were not usable JSON ({type(exc).__name__})"
+        step.data["plan_error"] = f"BRICK's plan was not usable JSON ({type(exc).__name__})"
     step.data["queries"] = cycle.queries
+    step.data["examples"] = cycle.proposed
     return psm._next(cycle, "DECOMPOSING")
 
 
@@ -464,7 +542,11 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
                     continue
                 parts.append(h["text"])
                 sources.append(h["source"])
-        skills = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN, kind="method")
+        found = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN * 3, kind="method")
+    # a skill only when it is really similar, and never one that keeps state for a mission
+    # that keeps nothing (its pattern would be copied)
+    skills = [h for h in found if h.get("cosine", 0.0) >= psm.settings.SKILL_MIN_COSINE
+              and not (cycle.pure and "_p_changed" in h["text"])][:SKILLS_SHOWN]
     cycle.context = "\n\n".join(parts)
     cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
     step.data.update(queries=queries, retrieved=sizes, context_items=len(parts),
@@ -478,6 +560,8 @@ def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycl
     words = set(re.findall(r"[a-z]+", " ".join([_mission_text(cycle), *cycle.queries]).lower()))
     scored = []
     for m in cycle.snapshot.methods:
+        if cycle.pure and "_p_changed" in m.source:
+            continue
         text = f"{m.selector.replace('_', ' ')} {m.doc}".lower()
         scored.append((len(words & set(re.findall(r"[a-z]+", text))), m))
     scored.sort(key=lambda x: -x[0])
@@ -487,7 +571,19 @@ def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycl
     return psm._next(cycle, "DELEGATING")
 
 
+def _candidate(text: str, selector: str, finish_reason: str, temperature: float = 0.0) -> Candidate:
+    cand = Candidate(answer=text, temperature=temperature)
+    try:
+        cand.source = extract_method(text, selector)
+    except ParsingError as exc:
+        cand.findings = [str(exc) + (" (the answer was cut off at the token limit)"
+                                     if finish_reason == "length" else "")]
+    return cand
+
+
 def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
+    """Write a candidate (a repair of the last one when it was refused or failed examples);
+    once a candidate has failed its examples, also sample fresh ones to compare (CodeT)."""
     conf = cycle.snapshot.states["SYNTHESIZING"]
     persona = conf.persona
     if persona in (None, "", "target"):
@@ -495,50 +591,98 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     cycle.attempts += 1
     step.attempt = cycle.attempts
     prompt = conf.instructions.format(**psm._fields(cycle))
-    messages = [psm._system(cycle, persona), {"role": "user", "content": prompt}]
-    if cycle.findings and cycle.answer:
-        messages += [{"role": "assistant", "content": cycle.answer},
+    first = [psm._system(cycle, persona), {"role": "user", "content": prompt}]
+    messages = list(first)
+    if cycle.repair is not None and cycle.feedback:
+        what = ("fails these examples" if cycle.repair.admitted else "was refused")
+        messages += [{"role": "assistant", "content": cycle.repair.answer},
                      {"role": "user", "content":
-                      "The PersistenceGuardian refused that method:\n- "
-                      + "\n- ".join(cycle.findings)
+                      f"That method {what}:\n- " + "\n- ".join(cycle.feedback)
+                      + (f"\n{PURE_RULE[2:]}" if cycle.pure else "")
                       + f"\nWrite the corrected method '{cycle.selector}'. "
                         "Answer with only the code in one ```python block."}]
     gen = psm._ask(cycle, step, persona, messages)
     cycle.answer = gen.text
-    cycle.report = None
-    try:
-        cycle.artifact = extract_method(gen.text, cycle.selector)
-        cycle.findings = []
-    except ParsingError as exc:
-        # not final: VALIDATING feeds it back for another attempt, or fails the cycle in
-        # the parsing phase when no attempt is left
-        cycle.artifact = None
-        cycle.failed_phase = "parsing"
-        cycle.findings = [str(exc) + (" (the answer was cut off at the token limit)"
-                                      if gen.finish_reason == "length" else "")]
-        step.data["parse_error"] = cycle.findings[0]
-    step.data["finish_reason"] = gen.finish_reason
+    cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
+    failed_examples = cycle.repair is not None and cycle.repair.admitted
+    if failed_examples and cycle.examples:
+        extra = psm.settings.CYCLE_CANDIDATES - 1 - sum(c.temperature > 0 for c in cycle.candidates)
+        for k in range(max(0, extra)):
+            sampled = psm._ask(cycle, step, persona, first, temperature=psm.settings.CANDIDATE_TEMPERATURE,
+                               seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + k + 1)
+            cycle.pending.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
+                                            psm.settings.CANDIDATE_TEMPERATURE))
+    head = cycle.pending[0]
+    if head.source is None:
+        step.data["parse_error"] = head.findings[0]
+    step.data.update(finish_reason=gen.finish_reason, candidates_written=len(cycle.pending))
     return psm._next(cycle, "SYNTHESIZING")
 
 
+def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) -> None:
+    """Audit a candidate and, if admitted, run it on the examples (twice on the first for
+    a mission that keeps nothing: it must answer the same and change nothing)."""
+    if cand.source is None:
+        return
+    report = guardian.audit(cand.source, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
+    cand.findings = list(report.findings)
+    if report.ok:
+        problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs)
+        if problem:
+            cand.findings.append(problem)
+    if cand.findings:
+        return
+    cand.report = report
+    examples = cycle.examples
+    if not examples or psm.runner is None:
+        return
+    calls = examples + ([examples[0]] if cycle.pure else [])
+    outcomes = psm.runner(cycle.target_oid, cycle.selector, cand.source, calls)
+    if cycle.pure:
+        again = outcomes.pop()
+        first = outcomes[0]
+        for o in outcomes:
+            if o.changed and o.error is None:
+                o.problems.append(f"but it stored {', '.join(o.changed)} on self, and this method must "
+                                  "keep nothing: compute the answer from the arguments and return it")
+        if first.error is None and again.error is None and repr(again.actual) != repr(first.actual):
+            first.problems.append(f"called twice with the same arguments it answered {first.actual!r}, "
+                                  f"then {again.actual!r}: it must give the same answer every time")
+    cand.outcomes = outcomes
+
+
 def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
-    if cycle.artifact is not None:
-        report = guardian.audit(cycle.artifact, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
-        cycle.findings = list(report.findings)
-        cycle.failed_phase = "audit"
-        if report.ok:
-            problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs)
-            if problem:
-                cycle.findings.append(problem)
-        cycle.report = report if not cycle.findings else None
+    new, cycle.pending = cycle.pending, []
+    for cand in new:
+        _check(psm, cycle, cand)
+    cycle.candidates += [c for c in new if c.admitted]
+    latest = new[0] if new else None
+    cycle.findings = list(latest.findings) if latest else []
     step.data["findings"] = list(cycle.findings)
-    if not cycle.findings:
+    if not cycle.candidates:     # nothing admitted yet: parsing or audit findings
+        cycle.failed_phase = "parsing" if latest is not None and latest.source is None else "audit"
+        if cycle.attempts <= psm.settings.CYCLE_RETRIES:
+            cycle.repair, cycle.feedback = latest, list(cycle.findings)
+            step.data["retry"] = True
+            return "SYNTHESIZING"
+        error = ParsingError if cycle.failed_phase == "parsing" else AuditError
+        raise error("the method was refused: " + "; ".join(cycle.findings))
+    choice = choose([c.outcomes for c in cycle.candidates], trusted=len(cycle.trusted))
+    chosen = cycle.candidates[choice.index]
+    cycle.outcomes = chosen.outcomes
+    step.data.update(candidates=len(cycle.candidates), chosen=choice.index, agreeing=choice.agreeing,
+                     examples_passed=choice.passed, examples=len(chosen.outcomes), choice=choice.why)
+    if choice.accepted:
+        cycle.artifact, cycle.report = chosen.source, chosen.report
         return psm._next(cycle, "VALIDATING")
+    cycle.feedback = [o.feedback(cycle.selector) for o in chosen.outcomes if not o.passed]
+    step.data["failures"] = cycle.feedback
     if cycle.attempts <= psm.settings.CYCLE_RETRIES:
+        cycle.repair = chosen
         step.data["retry"] = True
         return "SYNTHESIZING"
-    error = ParsingError if cycle.failed_phase == "parsing" else AuditError
-    raise error("the method was refused: " + "; ".join(cycle.findings))
+    cycle.artifact = chosen.source
+    raise ExamplesError(f"no candidate answered its examples ({choice.why}): " + "; ".join(cycle.feedback[:3]))
 
 
 def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> None:
@@ -547,7 +691,7 @@ def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecor
     def install(s: Any) -> None:
         target = s.get(cycle.target_oid)
         target._install(cycle.selector, cycle.artifact, origin="cycle", cycle_id=cycle.cycle_id,
-                        report=report)
+                        report=report, examples=[[o.args, o.expected] for o in cycle.outcomes if o.passed])
         s.root["cycles"][cycle.cycle_id] = PersistentMapping({
             "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
             "mission": cycle.mission.model_dump(), "transitions": [r.state for r in cycle.steps] + ["COMPLETE"],

@@ -43,7 +43,8 @@ class Method(persistent.Persistent):
     """A method as the image keeps it: source and what the audit learned of it."""
 
     def __init__(self, selector: str, source: str, *, origin: str = "architect",
-                 cycle_id: str | None = None, report: guardian.AuditReport | None = None):
+                 cycle_id: str | None = None, report: guardian.AuditReport | None = None,
+                 examples: list | None = None):
         # the report of the audit that admitted the source (audited here only when none is given)
         report = report if report is not None else guardian.audit(source, selector)
         self.selector = selector
@@ -53,6 +54,8 @@ class Method(persistent.Persistent):
         self.origin = origin            # "architect", "cycle" or "genesis"
         self.cycle_id = cycle_id
         self.installed_at = time.time()
+        # [[args, expected], ...] the method answers so; run again when it is replaced
+        self.examples = [[list(a), e] for a, e in (examples or [])]
 
     def digest(self) -> str:
         """What names this source in a sandbox worker's cache of compiled methods."""
@@ -192,8 +195,9 @@ class UvmObject(persistent.Persistent):
         raise NotUnderstood(self._label(), brief)
 
     def _install(self, selector: str, source: str, *, origin: str, cycle_id: str | None = None,
-                 report: guardian.AuditReport | None = None) -> Method:
-        method = Method(selector, source, origin=origin, cycle_id=cycle_id, report=report)
+                 report: guardian.AuditReport | None = None, examples: list | None = None) -> Method:
+        method = Method(selector, source, origin=origin, cycle_id=cycle_id, report=report,
+                        examples=examples)
         self._slots[selector] = method
         persistent.Persistent.__setattr__(self, "_p_changed", True)
         return method

@@ -13,9 +13,10 @@ class ScriptedModel:
         self.methods = list(methods or [])
         self.calls: list[dict] = []   # [{persona, messages, max_tokens, grammar}]
 
-    def complete(self, persona, messages, max_tokens, grammar=None, cancel=None) -> Generation:
+    def complete(self, persona, messages, max_tokens, grammar=None, cancel=None, temperature=None,
+                 seed=None) -> Generation:
         self.calls.append({"persona": persona, "messages": messages, "max_tokens": max_tokens,
-                           "grammar": grammar})
+                           "grammar": grammar, "temperature": temperature, "seed": seed})
         if grammar is not None:
             text = self.plan if isinstance(self.plan, str) else json.dumps(self.plan)
         else:

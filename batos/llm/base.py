@@ -37,6 +37,8 @@ class Backend(Protocol):
     def unload(self) -> None: ...
 
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
-             schema: dict | None = None, cancel: threading.Event | None = None) -> Generation:
-        """One chat completion; ``schema`` (JSON schema) constrains or asks for JSON."""
+             schema: dict | None = None, cancel: threading.Event | None = None,
+             seed: int | None = None) -> Generation:
+        """One chat completion; ``schema`` (JSON schema) constrains or asks for JSON;
+        ``seed`` varies a sampled answer."""
         ...

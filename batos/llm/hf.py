@@ -153,7 +153,8 @@ class TransformersBackend:
         return "\n".join(lines) + "\nassistant:"
 
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
-             schema: dict | None = None, cancel: threading.Event | None = None) -> Generation:
+             schema: dict | None = None, cancel: threading.Event | None = None,
+             seed: int | None = None) -> Generation:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -165,7 +166,7 @@ class TransformersBackend:
             self._load_locked()
             prompt = self._prompt(messages, schema)
             inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
-            torch.manual_seed(self.seed)
+            torch.manual_seed(self.seed if seed is None else seed)
             t0 = time.monotonic()
             try:
                 with torch.no_grad():

@@ -79,8 +79,10 @@ class LlamaBackend:
         return grammar
 
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
-             schema: dict | None = None, cancel: threading.Event | None = None) -> Generation:
-        """One chat completion; streamed, so that ``cancel`` can stop it between tokens."""
+             schema: dict | None = None, cancel: threading.Event | None = None,
+             seed: int | None = None) -> Generation:
+        """One chat completion; streamed, so that ``cancel`` can stop it between tokens.
+        ``seed`` (default: the backend's) varies sampled answers."""
         with self._lock:
             self._load_locked()
             kwargs: dict[str, Any] = {}
@@ -92,7 +94,7 @@ class LlamaBackend:
             try:
                 stream = self._llm.create_chat_completion(
                     messages=messages, max_tokens=max_tokens, temperature=temperature,
-                    seed=self.seed, stream=True, **kwargs)
+                    seed=self.seed if seed is None else seed, stream=True, **kwargs)
                 for chunk in stream:
                     choice = chunk["choices"][0]
                     text = (choice.get("delta") or {}).get("content")

@@ -257,7 +257,9 @@ class Models:
 
     # -- generation -------------------------------------------------------------------
     def complete(self, persona: str, messages: list[dict], max_tokens: int,
-                 grammar: dict | None = None, cancel: threading.Event | None = None) -> Generation:
+                 grammar: dict | None = None, cancel: threading.Event | None = None,
+                 temperature: float | None = None, seed: int | None = None) -> Generation:
+        """One answer; ``temperature`` and ``seed`` override the settings' for this call."""
         backend, load_seconds = self._backend(persona)
         lora = self.lora_for(persona)
         if isinstance(backend, TransformersBackend):
@@ -265,8 +267,9 @@ class Models:
         elif lora:
             raise GenerationError(f"{persona} has the LoRA adapter {lora!r}, but its model is a GGUF "
                                   "file; LoRA adapters need a transformers model")
-        gen = backend.chat(messages, max_tokens=max_tokens, temperature=self.settings.LLM_TEMPERATURE,
-                           schema=grammar, cancel=cancel)
+        gen = backend.chat(messages, max_tokens=max_tokens,
+                           temperature=self.settings.LLM_TEMPERATURE if temperature is None else temperature,
+                           schema=grammar, cancel=cancel, seed=seed)
         gen.load_seconds = load_seconds
         return gen
 

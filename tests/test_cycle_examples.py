@@ -1,0 +1,130 @@
+"""Cycles that test what they write: examples from the brief or from BRICK, candidates
+run in real sandbox workers on a scratch copy of the object, repair, agreement among
+candidates, purity, and examples kept with the method (ScriptedModel stands in for the
+LLM; the kernel, its image and its sandbox are real)."""
+import pytest
+
+import config
+from batos.examples import Outcome, asks_for_state, choose, same
+from batos.protocol import MissionBrief
+from tests.conftest import InProcessKernel
+from tests.scripted import ScriptedModel
+
+pytestmark = pytest.mark.process
+
+
+def code(body: str) -> str:
+    return f"```python\n{body}```"
+
+
+RLE_WRONG = code('def rle(self, text):\n    """Run-length encode."""\n    return text\n')
+RLE_RIGHT = code('def rle(self, text):\n    """Run-length encode."""\n    out = []\n    i = 0\n'
+                 '    while i < len(text):\n        j = i\n        while j < len(text) and text[j] == text[i]:\n'
+                 '            j += 1\n        out.append(text[i] + str(j - i))\n        i = j\n    return "".join(out)\n')
+FLATTEN_STATEFUL = code('def flatten_list(self, items):\n    """Flatten."""\n'
+                        '    if not hasattr(self, "flat"):\n        self.flat = []\n'
+                        '    for x in items:\n        if isinstance(x, list):\n            self.flat.extend(x)\n'
+                        '        else:\n            self.flat.append(x)\n    self._p_changed = True\n    return self.flat\n')
+FLATTEN_PURE = code('def flatten_list(self, items):\n    """Flatten one level."""\n    out = []\n'
+                    '    for x in items:\n        if isinstance(x, list):\n            out.extend(x)\n'
+                    '        else:\n            out.append(x)\n    return out\n')
+DOUBLE = code('def double(self, n):\n    """Twice n."""\n    return n * 2\n')
+DOUBLE_BROKEN = code('def double(self, n):\n    """Twice n."""\n    return n + 2\n')
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
+                                     "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3"}))
+    yield k
+    k.close()
+
+
+def cycle(k, model, brief):
+    k.kernel.psm.models = model
+    return k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))
+
+
+def test_a_candidate_that_fails_an_example_is_repaired(kernel):
+    model = ScriptedModel(methods=[RLE_WRONG, RLE_RIGHT, RLE_WRONG, RLE_WRONG])
+    brief = MissionBrief(selector="rle", args=["text"], intent="run-length encode 'aaab' -> 'a3b1'",
+                         examples=[[["aaab"], "a3b1"], [["xy"], "x1y1"]])
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE", result
+    assert result["attempts"] == 2 and "j += 1" in result["source"]
+    assert [e["passed"] for e in result["examples"]] == [True, True]
+    repair = model.calls[2]["messages"][-1]["content"]       # plan, first, then the repair
+    assert "rle('aaab') should return 'a3b1' but returned 'aaab'" in repair
+    assert kernel.send("genesis_obj", "rle", "zzzzq") == "z4q1"
+
+
+def test_a_pure_mission_gets_a_method_that_answers_the_same_twice(kernel):
+    model = ScriptedModel(plan={"queries": ["flatten"], "examples": [{"args": [[1, [2, 3]]], "expected": [1, 2, 3]}]},
+                          methods=[FLATTEN_STATEFUL, FLATTEN_PURE, FLATTEN_PURE, FLATTEN_PURE])
+    brief = MissionBrief(selector="flatten_list", args=["items"], intent="flatten a nested list one level")
+    assert not asks_for_state(brief.selector, brief.intent)
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE", result
+    assert "self.flat" not in result["source"]
+    repair = model.calls[2]["messages"][-1]["content"]
+    assert "must keep nothing" in repair and "called twice" in repair and "then [1, 2, 3, 1, 2, 3]" in repair
+    first = kernel.send("genesis_obj", "flatten_list", [1, [2]])
+    assert kernel.send("genesis_obj", "flatten_list", [1, [2]]) == first == [1, 2]
+    with kernel.image.reading() as s:
+        assert "flat" not in s.get("genesis_obj")._slots       # nothing was ever stored
+
+
+def test_a_wrong_model_example_does_not_block_a_correct_candidate_others_agree_with(kernel):
+    plan = {"queries": ["double"], "examples": [{"args": [2], "expected": 4}, {"args": [5], "expected": 10},
+                                                {"args": [3], "expected": 7}]}     # the last one is wrong
+    model = ScriptedModel(plan=plan, methods=[DOUBLE, DOUBLE_BROKEN, DOUBLE, DOUBLE])
+    result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], intent="double a number"))
+    assert result["state"] == "COMPLETE", result
+    assert "n * 2" in result["source"] and result["candidates"] >= 3
+    # the repair (n + 2, written to chase the wrong example) loses to the three that agree
+    sampled = [c for c in model.calls if c["temperature"]]
+    assert len(sampled) == 2 and len({c["seed"] for c in sampled}) == 2
+    assert kernel.send("genesis_obj", "double", 21) == 42
+    with kernel.image.reading() as s:     # the wrong example is not kept with the method
+        assert s.get("genesis_obj")._slots["double"].examples == [[[2], 4], [[5], 10]]
+
+
+def test_no_candidate_passing_its_examples_fails_in_the_examples_phase(kernel):
+    model = ScriptedModel(methods=[RLE_WRONG] * 6)
+    result = cycle(kernel, model, MissionBrief(selector="rle", args=["text"],
+                                               examples=[[["aaab"], "a3b1"]]))
+    assert result["state"] == "FAILED" and result["phase"] == "examples"
+    assert "should return 'a3b1'" in result["reason"]
+    with kernel.image.reading() as s:
+        assert "rle" not in s.get("genesis_obj")._slots
+
+
+def test_a_replacement_that_breaks_a_methods_examples_is_refused(kernel):
+    from batos.kernel import InstallRefused
+    run = kernel.loop.run_until_complete
+    src = 'def triple(self, n):\n    """Three times n."""\n    return n * 3\n'
+    done = run(kernel.kernel.install("genesis_obj", "triple", src, [[[2], 6], [[0], 0]]))
+    assert [e["passed"] for e in done["examples"]] == [True, True]
+    described = run(kernel.kernel.describe("genesis_obj"))
+    assert next(m for m in described["methods"] if m["selector"] == "triple")["examples"] == [[[2], 6], [[0], 0]]
+    with pytest.raises(InstallRefused) as info:
+        run(kernel.kernel.install("genesis_obj", "triple", src.replace("n * 3", "n + 3")))
+    assert "examples of the one it would replace" in str(info.value)
+    assert "triple(2) should return 6 but returned 5" in str(info.value)
+    assert kernel.send("genesis_obj", "triple", 4) == 12        # the old one stays
+    # a compatible replacement keeps the examples; an explicit new expectation overrides one
+    run(kernel.kernel.install("genesis_obj", "triple", src.replace("n * 3", "3 * n")))
+    run(kernel.kernel.install("genesis_obj", "triple", src.replace("n * 3", "n * 3 + (1 if n == 0 else 0)"),
+                              [[[0], 1]]))
+    with kernel.image.reading() as s:
+        assert s.get("genesis_obj")._slots["triple"].examples == [[[0], 1], [[2], 6]]
+
+
+def test_choosing_by_agreement():
+    right = [Outcome([1], 2, 2), Outcome([2], 4, 4), Outcome([3], 7, 6)]
+    chase = [Outcome([1], 2, 3), Outcome([2], 4, 4), Outcome([3], 7, 7)]
+    pick = choose([chase, right, right], trusted=0)
+    assert pick.index == 1 and pick.accepted and pick.agreeing == 2
+    assert not choose([right], trusted=0).accepted            # alone, it does not outvote an example
+    assert not choose([right, right], trusted=3).accepted     # the Architect's examples must all pass
+    assert same((1, 2.0), [1, 2]) and not same(True, 1) and same({"a": 1}, {"a": 1.0})
