@@ -63,6 +63,35 @@ class ParserModelUnavailable(Exception):
     """No parser model can be loaded; the message says what to do."""
 
 
+_ARROW = re.compile(r"(?:^|[\s:;(,])(?P<lhs>[^;]+?)\s*(?:->|=>|→|gives|should (?:give|return)|returns)\s*"
+                    r"(?P<rhs>'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)|[-+]?\d[\w.]*|True|False|None)",
+                    re.I)
+
+
+def extract_examples(utterance: str, n_params: int | None = None) -> list[list]:
+    """``[[args, expected], ...]`` the Architect's words state, such as "'aaab' -> 'a3b1'" or
+    "[1, 2] gives 3" (values are Python literals; the arguments are what precedes the arrow,
+    after any call's opening parenthesis).  Only what parses exactly is taken."""
+    import ast
+    found = []
+    for m in _ARROW.finditer(utterance):
+        lhs = m.group("lhs").strip()
+        call = re.search(r"[A-Za-z_]\w*\((.*)\)$", lhs)
+        if call:
+            lhs = call.group(1)
+        for cut in range(len(lhs)):      # the longest tail of the words that is a literal
+            try:
+                args = ast.literal_eval(f"({lhs[cut:]},)")
+                expected = ast.literal_eval(m.group("rhs"))
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                continue
+            if lhs[cut:].strip() and (cut == 0 or not lhs[cut - 1].isalnum()):
+                if n_params is None or len(args) == n_params:
+                    found.append([list(args), expected])
+                break
+    return found[:12]
+
+
 def _snake(name: str) -> str:
     name = re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
     name = re.sub(r"_+", "_", name)
@@ -163,9 +192,12 @@ class Translator:
         else:
             names = [_snake(str(a)) for a in decision.args if str(a).strip()]
             names = list(dict.fromkeys(n for n in names if p._IDENT.match(n)))
-            command = {"command": "initiate_cognitive_cycle", "target_oid": target,
-                       "mission_brief": {"type": "unhandled_message", "selector": selector,
-                                         "args": names, "kwargs": {}, "intent": utterance}}
+            brief = {"type": "unhandled_message", "selector": selector, "args": names, "kwargs": {},
+                     "intent": utterance}
+            examples = extract_examples(utterance, len(names) or None)
+            if examples:
+                brief["examples"] = examples
+            command = {"command": "initiate_cognitive_cycle", "target_oid": target, "mission_brief": brief}
         try:
             p.REQUESTS[command["command"]].model_validate(command)
         except ValidationError as exc:
