@@ -24,9 +24,10 @@ from typing import Any
 # words that ask a method to keep something on its object between calls
 _STATEFUL = re.compile(
     r"\b(keep|keeps|kept|remember|remembers|store|stores|stored|record|records|track|tracks|"
-    r"tally|tallies|count(?:s|er)? (?:of|how many times)|so far|running|accumulat\w*|history|"
+    r"tally|tallies|count(?:s|er)? (?:of|how many times)|so far|running total|on this object|this object.s (?!\w+ method)|accumulat\w*|history|"
     r"between calls|each call|every call|state|stack|queue|push|pop|add(?:s)? (?:it|them|an? \w+) to|"
-    r"increment\w*|decrement\w*|reset\w*|balance|deposit|withdraw|register|log(?:s|ged)? )\b", re.I)
+    r"increment\w*|decrement\w*|reset\w*|balance|deposit|withdraw|register|log(?:s|ged)? |"
+    r"first time|each time|next one|hand(?:s)? out|then \d)\b", re.I)
 
 
 @dataclasses.dataclass

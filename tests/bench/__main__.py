@@ -196,6 +196,29 @@ def bench_missions(k: KernelProcess) -> dict:
     return {f"missions_{key}": v for key, v in out.items()}
 
 
+def bench_missions_hard() -> dict:
+    """tests/missions_hard.py through real cycles on a fresh image (memory and codex on)."""
+    from tests.missions_hard import run_missions, summary
+    with tempfile.TemporaryDirectory(prefix="batos-bench-hard-") as tmp:
+        k = KernelProcess(Path(tmp) / "home", {"BATOS_MEMORY_ENABLED": "1"})
+        k.start(wait_s=60)
+        try:
+            k.wait_events(lambda ev: any(e["event"] == "codex_ingested" for e in ev), 180)
+            with k.connect(timeout_s=900) as c:
+                records = run_missions(c)
+        finally:
+            k.stop()
+    out = summary(records)
+    print(f"harder missions: {out['passed']}/{out['missions']} passed, median cycle "
+          f"{out['median_cycle_s']:.1f} s")
+    for r in records:
+        mark = "ok  " if r["passed"] else "FAIL"
+        why = "" if r["passed"] else f"  {r['phase'] or ''} {(r['reason'] or '; '.join(r['failures']))[:160]}"
+        print(f"  {mark} {r['selector']:<22} {r['seconds']:6.1f} s{why}")
+    out["failed"] = [r["selector"] for r in records if not r["passed"]]
+    return {f"missions_hard_{key}": v for key, v in out.items()}
+
+
 def bench_memory() -> dict:
     import numpy as np
 
@@ -339,9 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", "--no-cycle", action="store_true", dest="quick",
                     help="skip everything that loads a model")
     ap.add_argument("--n", type=int, default=3000, help="sequential round trips per measure")
+    ap.add_argument("--missions-hard", action="store_true",
+                    help="only the forty harder missions of tests/missions_hard.py (about 30 min)")
     ap.add_argument("--builds", action="store_true",
                     help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
+    if args.missions_hard:
+        result = bench_missions_hard()
+        print(json.dumps(result))
+        return 0
     if args.builds:
         from tests.bench.llama_builds import compare, report
         result = compare()
