@@ -87,7 +87,11 @@ PLAN_SCHEMA = {
                     "minItems": 1, "maxItems": 3},
         "examples": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
             "type": "object",
-            "properties": {"args": {"type": "array", "maxItems": 4}, "expected": {}},
+            # the value itself: an object here tempts the model to wrap it ({"result": ...})
+            "properties": {"args": {"type": "array", "maxItems": 4},
+                           "expected": {"anyOf": [{"type": "string"}, {"type": "number"},
+                                                  {"type": "boolean"}, {"type": "null"},
+                                                  {"type": "array"}]}},
             "required": ["args", "expected"]}},
     },
     "required": ["queries", "examples"],
