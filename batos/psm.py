@@ -539,8 +539,8 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
             hits = [h for h in psm.memory.search(s.root, query, k) if h["kind"] != "method"]
             sizes.append(len(hits))
             for h in hits:
-                if h["id"] in seen:
-                    continue
+                if h["id"] in seen or (cycle.pure and "_p_changed" in h["text"]):
+                    continue      # a mission that keeps nothing is not shown how to keep things
                 seen.add(h["id"])
                 if sum(len(p) for p in parts) + len(h["text"]) > CONTEXT_CHARS:
                     continue
