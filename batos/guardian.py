@@ -9,13 +9,16 @@ follow such a change must come right after that line.
 It also refuses the obviously dangerous: imports outside a small allowlist of
 pure modules (and their private submodules); ``eval``, ``exec``, ``compile``,
 ``open``, ``__import__`` and their kind; attribute access to private, dunder or
-``_p_`` names (the covenant line excepted), to the attributes the sandbox blocks
-(frames, code, ``format_map``, ``AttributeError.obj``, ...) and to the module
-names it hides (``string.Formatter``, ``operator.attrgetter``, ...), by name or
-through ``getattr`` with a constant; ``global``, class statements, and format
-strings that reach into attributes.  Source that passes must also compile under the sandbox's
-RestrictedPython policy (``batos.restricted``), so a method refused there is
-refused here, at VALIDATING, and not at its first call.
+``_p_`` names (the covenant line and reads of ``__name__``, ``__qualname__`` and
+``__doc__`` excepted), to the attributes the sandbox blocks (frames, code,
+``format_map``, ``AttributeError.obj``, ``register``, ...) and to the module names it
+hides (``string.Formatter``, ``operator.attrgetter``, ``collections.namedtuple``,
+``functools.update_wrapper``, ...), by name or through ``getattr`` with a constant;
+``global``, class statements, ``type()`` with other than one argument or of a
+``type()`` (a metaclass), and format strings that reach into attributes.  Source
+that passes must also compile under the sandbox's RestrictedPython policy
+(``batos.restricted``), so a method refused there is refused here, at VALIDATING,
+and not at its first call.
 
 What it refuses of the language (the allowed modules, the hidden module names, the
 blocked attributes, the forbidden names, the covenant line's shape) comes from
@@ -35,6 +38,7 @@ from batos.policy import (
     FORBIDDEN_NAMES,
     HIDDEN_ATTRS,
     HIDDEN_NAMES,
+    READABLE_DUNDERS,
     is_covenant,
     module_allowed,
 )
@@ -182,6 +186,8 @@ class _Auditor(ast.NodeVisitor):
             name = node.args[1] if len(node.args) > 1 else None
             if not (isinstance(name, ast.Constant) and isinstance(name.value, str)):
                 self.refuse(node, f"{f.id}() needs a constant attribute name")
+            elif name.value in READABLE_DUNDERS and f.id in ("getattr", "hasattr"):
+                pass
             elif name.value.startswith("_"):
                 self.refuse(node, f"{f.id}() may not reach the private attribute {name.value!r}")
             elif name.value in FORBIDDEN_ATTRS or name.value in HIDDEN_ATTRS:
@@ -190,6 +196,13 @@ class _Auditor(ast.NodeVisitor):
                     _is_self(node.args[0]) or self._slot_rooted(node.args[0])
                     or (isinstance(node.args[0], ast.Name) and node.args[0].id in self.aliases)):
                 self.mutation_lines.append(node.lineno)
+        if isinstance(f, ast.Name) and f.id == "type":
+            if len(node.args) != 1 or node.keywords or isinstance(node.args[0], ast.Starred):
+                self.refuse(node, "type() takes exactly one argument in a method "
+                                  "(three would create a class)")
+            elif isinstance(node.args[0], ast.Call) and isinstance(node.args[0].func, ast.Name) \
+                    and node.args[0].func.id == "type":
+                self.refuse(node, "type(type(...)) is a metaclass, which creates classes")
         if isinstance(f, ast.Attribute) and f.attr == "format":   # format_map, vformat: blocked
             if not (isinstance(f.value, ast.Constant) and isinstance(f.value.value, str)):
                 self.refuse(node, f".{f.attr}() is allowed only on a literal string")
@@ -200,8 +213,11 @@ class _Auditor(ast.NodeVisitor):
             self.refuse(node, f"access to the attribute '{node.attr}' is not allowed")
         elif node.attr in HIDDEN_ATTRS:
             self.refuse(node, f"access to the attribute '{node.attr}' is not allowed "
-                              f"({_hidden(node.attr)} reaches attributes unguarded)")
-        if node.attr.startswith("_") and id(node) not in self.covenant_nodes:
+                              f"({_hidden(node.attr)} is held back from methods)")
+        if node.attr in READABLE_DUNDERS:
+            if not isinstance(node.ctx, ast.Load):
+                self.refuse(node, f"'{node.attr}' may be read in a method, not set or deleted")
+        elif node.attr.startswith("_") and id(node) not in self.covenant_nodes:
             if node.attr.startswith("_p_"):
                 self.refuse(node, f"'{node.attr}' is persistence machinery; the only use allowed "
                                   "is the covenant line 'self._p_changed = True'")
@@ -229,9 +245,9 @@ class _Auditor(ast.NodeVisitor):
         for alias in node.names:
             if alias.name == "*" or alias.name.startswith("_"):
                 self.refuse(node, f"'from {node.module} import {alias.name}' is not allowed")
-            elif f"{node.module}.{alias.name}" in HIDDEN_NAMES:
+            elif f"{node.module}.{alias.name}" in HIDDEN_NAMES or alias.name in HIDDEN_ATTRS:
                 self.refuse(node, f"'from {node.module} import {alias.name}' is not allowed "
-                                  f"({node.module}.{alias.name} reaches attributes unguarded)")
+                                  f"({_hidden(alias.name)} is held back from methods)")
         self.generic_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:

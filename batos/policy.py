@@ -23,19 +23,44 @@ ALLOWED_MODULES = frozenset({
     "heapq", "bisect", "unicodedata",
 })
 
-# public names held back from the module proxies: each reaches attributes unguarded
+# modules the allowed modules import for themselves from C, through the calling frame's
+# ``__import__`` (which in a method is the guarded import): ``datetime`` imports ``time``
+# for strftime, timetuple and today, and ``_strptime`` for strptime.  The worker imports
+# them before it locks down; the guarded import lets exactly these through when C code a
+# method called asks for them, and hands nothing back (``batos.restricted``).  A method's
+# own ``import time`` stays refused: they are not allowed modules.
+INTERNAL_IMPORTS = frozenset({"time", "_strptime"})
+
+# public names held back from the module proxies (and from every allowed module that
+# re-exports the same object, e.g. statistics.namedtuple, functools.namedtuple)
 HIDDEN_NAMES = frozenset({
+    # they reach attributes unguarded
     "string.Formatter",          # Formatter().format("{0.__class__}", x)
     "operator.attrgetter",       # attrgetter("__globals__")(f)
     "operator.methodcaller",     # methodcaller("format", ...)
+    "functools.update_wrapper",  # update_wrapper(f, g, updated=("__globals__",)): g's globals
+    "functools.wraps",           #   (sys, ...) poured into the method's own
+    # they evaluate source text unrestricted: register() reads a function's string
+    # annotations with typing.get_type_hints, i.e. eval() in the method's globals
+    "functools.singledispatch",
+    "functools.singledispatchmethod",
+    # they create classes (a method may not: no class statement, one-argument type())
+    "collections.namedtuple",    # namedtuple("P", "x y") builds a class (with eval)
+    # it changes classes every method shares (sets comparison methods on its argument)
+    "functools.total_ordering",
 })
 
 # the attribute names of the hidden names ('Formatter', 'attrgetter', ...): the audit
 # refuses them on any value, since it cannot always tell which module a name holds
 HIDDEN_ATTRS = frozenset(name.rpartition(".")[2] for name in HIDDEN_NAMES)
 
+# dunder attributes a method may read (never set or delete): names and docstrings of
+# types and functions, e.g. type(x).__name__; the run-time guard hands out only a str or None
+READABLE_DUNDERS = frozenset({"__name__", "__qualname__", "__doc__"})
+
 # attributes refused even though they have no leading underscore: frames, code,
-# globals, the format helpers that reach into attributes, AttributeError.obj
+# globals, the format helpers that reach into attributes, AttributeError.obj, and
+# ABCMeta.register (it changes classes every method in a worker shares)
 BLOCKED_ATTRS = frozenset({
     "gi_frame", "gi_code", "gi_yieldfrom", "gi_running", "gi_suspended",
     "cr_frame", "cr_code", "cr_await", "cr_origin", "cr_running",
@@ -43,6 +68,7 @@ BLOCKED_ATTRS = frozenset({
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "f_generator",
     "tb_frame", "tb_next", "func_globals", "func_code", "mro", "with_traceback",
     "format_map", "vformat", "get_field", "obj",
+    "register",   # collections.abc.Hashable.register(list): list is now Hashable
 })
 
 # the builtins a method is given as they are
@@ -80,8 +106,9 @@ def module_allowed(name: str) -> bool:
 
 
 def attr_blocked(name: str) -> bool:
-    """Whether a method may not read the attribute ``name`` (private, dunder, or blocked)."""
-    return name.startswith("_") or name in BLOCKED_ATTRS
+    """Whether a method may not read the attribute ``name`` (private, dunder, or blocked);
+    the few READABLE_DUNDERS excepted."""
+    return (name.startswith("_") and name not in READABLE_DUNDERS) or name in BLOCKED_ATTRS
 
 
 def is_covenant(stmt: ast.AST) -> bool:

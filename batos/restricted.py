@@ -12,23 +12,31 @@ compiled with RestrictedPython's transformer, extended in three ways:
   into a local, first), because RestrictedPython refuses augmented assignment
   to attributes and items outright.
 
+It also lets a method read the few harmless dunders of ``READABLE_DUNDERS``
+(``type(x).__name__``, ``f.__doc__``), through the guard like any attribute.
+
 At run time every attribute read goes through ``guarded_getattr``, every item
 read through ``_getitem_``, every attribute or item write through
 ``_write_``, and imports through ``guarded_import``, which hands out
-read-only proxies of an allowlist of pure modules.  The lists themselves (the
-allowed modules, the hidden names, the blocked attributes, the builtins given)
-and the covenant line's shape live in ``batos.policy``, which the guardian's
-audit reads too.  Nothing here does I/O; the worker imports it before it locks
-itself down.
+read-only proxies of an allowlist of pure modules (and lets the C code of those
+modules import the few modules it needs for itself, ``INTERNAL_IMPORTS``).
+No guard hands out a metaclass: ``type(int)`` is ``type``, which would build a
+class from three arguments, so ``type()`` of a class is refused.  The lists
+themselves (the allowed modules, the hidden names, the blocked attributes, the
+readable dunders, the builtins given) and the covenant line's shape live in
+``batos.policy``, which the guardian's audit reads too.  Nothing here does I/O;
+the worker imports it before it locks itself down.
 """
 from __future__ import annotations
 
 import ast
 import builtins
 import copy
+import dis
 import importlib
 import operator
 import string
+import sys
 import types
 from typing import Any
 
@@ -45,7 +53,10 @@ from RestrictedPython.transformer import RestrictingNodeTransformer, copy_locati
 from batos.policy import (  # noqa: F401
     ALLOWED_MODULES,
     BLOCKED_ATTRS,
+    HIDDEN_ATTRS,
     HIDDEN_NAMES,
+    INTERNAL_IMPORTS,
+    READABLE_DUNDERS,
     SAFE_BUILTINS,
     attr_blocked,
     is_covenant,
@@ -99,6 +110,18 @@ class MethodPolicy(RestrictingNodeTransformer):
             ast.fix_missing_locations(new)
             return new
         return super().visit_Assign(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> Any:
+        """A read of one of the READABLE_DUNDERS (``type(x).__name__``) becomes
+        ``_getattr_(x, '__name__')`` like any attribute read (RestrictedPython refuses
+        every name that starts with '_'); writing or deleting one stays refused."""
+        if node.attr in READABLE_DUNDERS and isinstance(node.ctx, ast.Load):
+            node = self.node_contents_visit(node)
+            call = ast.Call(func=ast.Name("_getattr_", ast.Load()),
+                            args=[node.value, ast.Constant(node.attr)], keywords=[])
+            copy_locations(call, node)
+            return call
+        return super().visit_Attribute(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
         t = node.target
@@ -166,6 +189,22 @@ class SafeModule:
 
 
 _proxies: dict[str, SafeModule] = {}
+_hidden: dict[int, Any] = {}     # {id -> object} of the hidden names, wherever re-exported
+
+
+def is_metaclass(value: Any) -> bool:
+    """Whether ``value`` is a metaclass (``type`` or a subclass): called with three
+    arguments, it builds a class.  No guard hands one to a method."""
+    return isinstance(value, type) and issubclass(value, type)
+
+
+def _hidden_objects() -> dict[int, Any]:
+    if not _hidden:
+        for dotted in HIDDEN_NAMES:
+            module, _, attr = dotted.rpartition(".")
+            value = getattr(importlib.import_module(module), attr)
+            _hidden[id(value)] = value
+    return _hidden
 
 
 def safe_module(name: str) -> SafeModule:
@@ -176,12 +215,15 @@ def safe_module(name: str) -> SafeModule:
             raise ImportError(f"import of '{name}' is not allowed in a method "
                               f"(allowed: {', '.join(sorted(ALLOWED_MODULES))})")
         module = importlib.import_module(name)
+        hidden = _hidden_objects()
         names: dict[str, Any] = {}
         _proxies[name] = proxy = SafeModule(name, names)   # before filling: modules can cycle
         for attr in dir(module):
-            if attr.startswith("_") or f"{name}.{attr}" in HIDDEN_NAMES:
+            if attr.startswith("_") or f"{name}.{attr}" in HIDDEN_NAMES or attr in HIDDEN_ATTRS:
                 continue
             value = getattr(module, attr)
+            if id(value) in hidden or is_metaclass(value):   # statistics.namedtuple, ...
+                continue
             if isinstance(value, types.ModuleType):
                 sub = value.__name__
                 if module_allowed(sub):
@@ -191,10 +233,32 @@ def safe_module(name: str) -> SafeModule:
     return proxy
 
 
+_IMPORT_NAME = dis.opmap["IMPORT_NAME"]
+
+
+def _imported_by_c_code(frame: types.FrameType | None) -> bool:
+    """Whether this call of ``__import__`` comes from C code that a method called (the
+    ``datetime`` module's strftime importing ``time``), not from the method's own import.
+
+    C code imports through ``PyImport_Import``, which calls the ``__import__`` of the
+    builtins of the innermost Python frame, here the method's; that frame is then busy
+    with a call (CALL, FORMAT_VALUE, ...), never with IMPORT_NAME, which is the one
+    instruction an import statement runs.  A caller outside the sandbox (whose builtins
+    are not a method's) gets the plain policy."""
+    if frame is None or frame.f_builtins.get("__import__") is not guarded_import:
+        return False
+    lasti = frame.f_lasti
+    return lasti >= 0 and frame.f_code.co_code[lasti] != _IMPORT_NAME
+
+
 def guarded_import(name: str, globals: Any = None, locals: Any = None,
-                   fromlist: Any = (), level: int = 0) -> SafeModule:
+                   fromlist: Any = (), level: int = 0) -> SafeModule | None:
     if level != 0 or not isinstance(name, str):
         raise ImportError("relative imports are not allowed in a method")
+    if name in INTERNAL_IMPORTS and _imported_by_c_code(sys._getframe(1)):
+        if name not in sys.modules:    # a worker imports them before it locks down
+            importlib.import_module(name)
+        return None    # PyImport_Import takes the module from sys.modules, not from here
     module = safe_module(name)    # the whole dotted name is checked: 're._parser' is refused
     if fromlist:
         return module
@@ -222,6 +286,7 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
         raise TypeError("attribute name must be a string")
     if attr_blocked(name):
         raise SandboxViolation(f"access to the attribute '{name}' is not allowed in a method")
+    dunder = name in READABLE_DUNDERS
     hook = getattr(type(obj), "_sandbox_getattr_", None)
     try:
         if hook is not None:
@@ -235,6 +300,11 @@ def guarded_getattr(obj: Any, name: str, *default: Any) -> Any:
         raise
     if isinstance(value, (types.ModuleType, types.FrameType, types.CodeType, types.TracebackType)):
         raise SandboxViolation(f"the attribute '{name}' leads out of the sandbox")
+    if dunder and not (value is None or type(value) is str):
+        raise SandboxViolation(f"the attribute '{name}' of this value is not a name or a docstring")
+    if is_metaclass(value):
+        raise SandboxViolation(f"the attribute '{name}' is a metaclass, which creates classes; "
+                               "a method may not create classes")
     return value
 
 
@@ -266,13 +336,22 @@ def guarded_delattr(obj: Any, name: str) -> None:
 
 
 def guarded_type(*args: Any) -> type:
+    """``type(x)`` for methods: one argument, and never a metaclass (``type(int)`` is
+    ``type``, which builds a class from three arguments; ``type(Mapping)`` is ABCMeta)."""
     if len(args) != 1:
         raise SandboxViolation("type() takes one argument in a method (it may not create classes)")
-    return type(args[0])
+    result = type(args[0])
+    if is_metaclass(result):
+        raise SandboxViolation(f"type() of a class is its metaclass ('{result.__name__}'), which "
+                               "creates classes; a method may not have it")
+    return result
 
 
 def _getitem(obj: Any, key: Any) -> Any:
-    return obj[key]
+    value = obj[key]
+    if is_metaclass(value):
+        raise SandboxViolation("a metaclass creates classes; a method may not have one")
+    return value
 
 
 def _apply(func: Any, *args: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,13 @@ create or change: the canary).  The classes follow the CVEs the issue names and 
     CVE-2025-5120   submodule walks (smolagents) CVE-2025-9959   dunder reach by aliasing
     ctypes escape (smolagents)
 
+and the routes to a class besides the class statement and type(name, bases, ns): a
+metaclass from type() of a class (type(int) is type, type(Mapping) is ABCMeta), class
+factories (collections.namedtuple, re-exported by statistics and functools), and the
+allowed-module helpers that reached past the guards (functools.update_wrapper/wraps
+pouring another module's globals into the method's, singledispatch().register
+evaluating a string annotation with eval).
+
 Every attack must be refused at install (the PersistenceGuardian, with RestrictedPython's
 compile) or contained at run time (MethodError or Timeout), with the kernel alive and
 the canary untouched.  ``test_sandbox.py`` also runs each attack with the guardian
@@ -45,6 +52,12 @@ ATTACKS: list[tuple[str, str, str]] = [
     ("thread_start", "threads", m("import threading\nthreading.Thread(target=print).start()\nreturn 1")),
     ("low_level_thread", "threads", m("import _thread\n_thread.start_new_thread(print, ())\nreturn 1")),
     ("relative_import", "import", m("from . import os\nreturn 1")),
+    ("import_time_after_strftime", "import", m("""
+        import datetime
+        datetime.date(2024, 1, 5).strftime('%A')
+        import time
+        return repr(time)""")),
+    ("import_strptime_module", "import", m("import _strptime\nreturn repr(_strptime)")),
     # -- builtins that reach outside ---------------------------------------------------------
     ("open_write", "builtins", m("f = open(path, 'w')\nf.write('x')\nreturn 1")),
     ("eval_code", "builtins", m("return eval(\"__import__('os').getcwd()\")")),
@@ -58,6 +71,74 @@ ATTACKS: list[tuple[str, str, str]] = [
     ("memoryview_peek", "builtins", m("return memoryview(b'x').tolist()")),
     ("type_makes_class", "classes", m("T = type('T', (), {'x': 1})\nreturn T.x")),
     ("class_statement", "classes", m("class T:\n    pass\nreturn 1")),
+    # -- a class by another route: every metaclass is refused, every class factory hidden --
+    ("type_of_type", "classes", m("T = type(type(1))\nreturn repr(T('X', (), {'x': 1}))")),
+    ("type_of_int", "classes", m("return repr(type(int)('X', (int,), {}))")),
+    ("type_alias_of_type", "classes", m("t = type\nmeta = t(t(1))\nreturn repr(meta('X', (), {}))")),
+    ("type_of_builtin_function", "classes", m("return repr(type(len)('X', (), {}))")),
+    ("type_of_template", "classes", m("""
+        import string
+        return repr(type(string.Template)('T', (string.Template,), {'delimiter': '%'}))""")),
+    ("abc_metaclass", "classes", m("""
+        import collections.abc
+        return repr(type(collections.abc.Mapping)('X', (), {}))""")),
+    ("abc_metaclass_of_fraction", "classes", m("""
+        import fractions
+        return repr(type(fractions.Fraction)('X', (), {}))""")),
+    ("enum_metaclass", "classes", m("import re\nreturn repr(type(re.RegexFlag)('X', (), {}))")),
+    ("enum_functional_api", "classes", m("import re\nreturn repr(type(re.I)('X', 'a b'))")),
+    ("namedtuple_class", "classes", m("""
+        import collections
+        return repr(collections.namedtuple('P', 'x y'))""")),
+    ("namedtuple_reexported", "classes", m("""
+        from statistics import namedtuple
+        return repr(namedtuple('P', 'x y'))""")),
+    ("namedtuple_by_getattr", "classes", m("""
+        import functools
+        return repr(getattr(functools, 'named' + 'tuple')('P', 'x'))""")),
+    ("partial_of_metaclass", "classes", m("""
+        import functools
+        return repr(functools.partial(type(int), 'X', ())({}))""")),
+    ("operator_call_metaclass", "classes", m("""
+        import operator
+        return repr(operator.call(type(int), 'X', (), {}))""")),
+    ("map_metaclass", "classes", m("return repr(list(map(type(int), ['X'], [()], [{}])))")),
+    ("metaclass_from_a_list", "classes", m("""
+        metas = [type(t) for t in (int, str)]
+        return repr(metas[0]('X', (), {}))""")),
+    ("types_new_class", "classes", m("import types\nreturn repr(types.new_class('X'))")),
+    ("enum_module", "classes", m("import enum\nreturn repr(enum.Enum('X', 'a b'))")),
+    ("abc_module", "classes", m("import abc\nreturn repr(abc.ABCMeta('X', (), {}))")),
+    ("make_dataclass", "classes", m("import dataclasses\nreturn repr(dataclasses.make_dataclass('X', ['a']))")),
+    ("typing_namedtuple", "classes", m("import typing\nreturn repr(typing.NamedTuple('X', [('a', int)]))")),
+    ("abc_register", "classes", m("""
+        import collections.abc
+        collections.abc.Hashable.register(list)
+        return isinstance([], collections.abc.Hashable)""")),
+    # -- allowed-module helpers that reached past the guards ---------------------------------
+    ("update_wrapper_globals", "aliasing", m("""
+        import functools
+        import statistics
+        def f():
+            return 0
+        functools.update_wrapper(f, statistics.mean, assigned=(), updated=('__glob' + 'als__',))
+        sys.modules['os'].system('touch ' + path)
+        return sys.modules['os'].getcwd()""")),
+    ("wraps_globals", "aliasing", m("""
+        import functools
+        import statistics
+        def f():
+            return 0
+        functools.wraps(statistics.median, (), ('__glob' + 'als__',))(f)
+        return sorted(sys.modules)[:3]""")),
+    ("singledispatch_annotation_eval", "eval", m("""
+        import functools
+        def base(x):
+            return 0
+        def spy(x: "(leak := ().__class__.__base__.__subclasses__()) and int"):
+            return 1
+        functools.singledispatch(base).register(spy)
+        return len(leak)""")),
     # -- walks from a value to frames, globals and classes -----------------------------------
     ("subclass_walk", "subclass", m("""
         for c in ().__class__.__bases__[0].__subclasses__():
@@ -312,7 +393,109 @@ BENIGN: list[tuple[str, str, list, dict, object]] = [
      [{"a": 2, "b": 1}, [[0, 0], [3, 0]]]),
     ("big_but_bounded", m("return sum(i * i for i in range(n))", "big_but_bounded", "n"),
      [200000], {}, sum(i * i for i in range(200000))),
+    # the C code of datetime imports time and _strptime for itself; the method may not
+    ("strftime", m("""
+        import datetime
+        d = datetime.date(2024, 1, 5)
+        return [d.strftime('%A'), f'{d:%d %B %Y}', format(d, '%j'), d.timetuple()[7],
+                datetime.time(13, 4).strftime('%H:%M'), datetime.date.today().year > 2000]""",
+     "strftime", ""), [], {}, ["Friday", "05 January 2024", "005", 5, "13:04", True]),
+    ("strptime", m("""
+        import datetime
+        when = datetime.datetime.strptime('2024-01-05', '%Y-%m-%d')
+        late = datetime.datetime.strptime('Friday 5 January 2024 10 PM', '%A %d %B %Y %I %p')
+        return [when.isoformat(), when.weekday(), late.hour]""", "strptime", ""),
+     [], {}, ["2024-01-05T00:00:00", 4, 22]),
+    # the harmless dunders: names and docstrings, read only
+    ("type_name", m("""
+        return [type(x).__name__ for x in (1, 'a', [], None, self)] + [int.__qualname__]""",
+     "type_name", ""), [], {}, ["int", "str", "list", "NoneType", "SlotSelf", "int"]),
+    ("function_name", m("""
+        def helper():
+            return 1
+        twice = lambda x: 2 * x
+        return [helper.__name__, helper.__qualname__, twice.__name__, getattr(helper, '__name__')]""",
+     "function_name", ""), [], {}, ["helper", "function_name.<locals>.helper", "<lambda>", "helper"]),
+    ("docstrings", m("""
+        '''Reads docstrings.'''
+        def helper():
+            '''Helps.'''
+            return 1
+        def bare():
+            return 2
+        return [helper.__doc__, bare.__doc__, self.docstrings.__doc__, len.__doc__.split('.')[0]]""",
+     "docstrings", ""), [], {}, ["Helps.", None, "Reads docstrings.",
+                                  "Return the number of items in a container"]),
 ]
+
+# common calls into every allowed module, one expression each: all must work in a
+# locked-down worker (the C code's own imports, lazy imports that need files, codecs)
+LIBRARY_TOUR = [
+    "datetime.date(2024, 1, 5).strftime('%A %d %B %Y %j %U %a %b')",
+    "datetime.datetime(2024, 1, 5, 3, 4).strftime('%c %x %X %p %H:%M:%S')",
+    "f'{datetime.date(2024, 1, 5):%d %B}'",
+    "datetime.date(2024, 1, 5).timetuple()[:3]",
+    "datetime.datetime(2024, 1, 5).utctimetuple()[:3]",
+    "datetime.date.today().year > 2000",
+    "datetime.datetime.now().astimezone().year > 2000",
+    "datetime.datetime.fromtimestamp(0, datetime.timezone.utc).isoformat()",
+    "datetime.datetime.strptime('05/Jan/2024:10:00:00 +0100', '%d/%b/%Y:%H:%M:%S %z').utcoffset()",
+    "datetime.datetime.strptime('Friday 5 January 2024', '%A %d %B %Y').day",
+    "datetime.date.fromisoformat('2024-01-05').isocalendar()",
+    "re.compile(r'(\\w+)@(\\w+)\\.com', re.I | re.M).findall('a@b.com C@D.COM')",
+    "re.compile(r'(a)(b)').sub(r'\\2\\1', 'abab')",
+    "re.match(r'(a)(b)', 'ab').expand(r'\\2\\1')",
+    "re.compile('(?i)stra\u00dfe').match('STRASSE') is None",
+    "re.split(r'\\s*,\\s*', 'a , b,c')",
+    "re.subn('a', lambda m: 'A', 'banana')",
+    "json.dumps({'a': [1, 2.5, None, True], 'b': '\u00e9'}, indent=2, sort_keys=True)",
+    "json.loads('{\"a\": [1, 2.5e3, null]}', parse_float=decimal.Decimal)",
+    "json.decoder.scanstring('\"abc\"', 1)",
+    "str(decimal.Decimal('1.255').quantize(decimal.Decimal('0.01'), rounding=decimal.ROUND_HALF_UP))",
+    "str(decimal.Decimal('2').sqrt()), decimal.Decimal('3.5').as_tuple()",
+    "format(decimal.Decimal('1234.5'), ',.2f'), format(decimal.Decimal('1234.5'), 'n')",
+    "str(decimal.Context(prec=5).divide(decimal.Decimal(1), decimal.Decimal(7)))",
+    "statistics.mean([1, 2, 3, 4]), statistics.median([3, 1, 2]), statistics.mode([1, 1, 2])",
+    "statistics.stdev([1, 2, 3, 4]), statistics.quantiles([1, 2, 3, 4, 5, 6, 7, 8], n=4)",
+    "statistics.correlation([1, 2, 3], [2, 4, 7]), statistics.linear_regression([1, 2, 3], [2, 4, 6])",
+    "str(statistics.mean([fractions.Fraction(1, 3), fractions.Fraction(1, 6)]))",
+    "statistics.NormalDist(0, 1).inv_cdf(0.9), len(statistics.NormalDist(0, 1).samples(3, seed=1))",
+    "random.Random('seed').random(), random.Random(b'seed').random(), random.Random().random() < 1",
+    "random.Random(1).choices('abc', weights=[1, 2, 3], k=4), random.Random(1).sample(range(100), 3)",
+    "random.Random(1).gauss(0, 1), random.Random(1).betavariate(1, 2), random.Random(1).randbytes(4)",
+    "random.SystemRandom().random() < 1, random.randint(1, 6) <= 6",
+    "textwrap.dedent('  a\\n  b'), textwrap.fill('a b c d e f g h', width=5)",
+    "textwrap.shorten('hello world foo', width=10), textwrap.indent('a\\nb', '> ')",
+    "unicodedata.normalize('NFKD', '\u00e9'), unicodedata.name('\u00e9'), unicodedata.category('a')",
+    "unicodedata.numeric('\u00bd'), unicodedata.ucd_3_2_0.normalize('NFC', 'e\u0301')",
+    "str(fractions.Fraction('3.1415').limit_denominator(100)), str(fractions.Fraction(0.5))",
+    "str(fractions.Fraction(decimal.Decimal('0.25'))), round(fractions.Fraction(7, 2))",
+    "math.isqrt(17), math.comb(5, 2), math.fsum([0.1] * 10), math.dist((0, 0), (3, 4))",
+    "cmath.sqrt(-1), cmath.polar(1j)",
+    "collections.Counter('banana').most_common(2), list(collections.Counter(a=2).elements())",
+    "collections.OrderedDict([('b', 1), ('a', 2)]).popitem(last=False)",
+    "collections.ChainMap({'a': 1}, {'b': 3})['b'], isinstance({}, collections.abc.Mapping)",
+    "list(itertools.product('ab', repeat=2)), [(k, list(g)) for k, g in itertools.groupby('aab')]",
+    "functools.reduce(operator.add, [1, 2, 3]), functools.lru_cache(maxsize=2)(abs)(-3)",
+    "sorted([3, 1, 2], key=functools.cmp_to_key(lambda a, b: b - a)), functools.cache(abs)(-1)",
+    "operator.itemgetter(1)('ab'), operator.call(len, 'ab')",
+    "heapq.nlargest(2, [1, 5, 3]), list(heapq.merge([1, 3], [2])), bisect.bisect([1, 2], 1.5)",
+    "string.capwords('hello world'), string.Template('$a and ${b}').substitute(a=1, b=2)",
+    "'\u00e9'.encode('utf-8-sig'), '\u00e9'.encode('utf-16'), b'\\xe9'.decode('cp1252')",
+    "'b\u00fccher.de'.encode('idna'), '\u00e9'.encode('iso-8859-15'), '\u00e9'.encode('unicode_escape')",
+    "format(1234567.891, ',.2f'), format(1234, 'n'), '%s %.2f' % ('a', 2.5)",
+]
+
+
+def library_tour() -> str:
+    """A method that runs LIBRARY_TOUR and returns [[index, error], ...] of the steps that failed."""
+    steps = "\n".join(f"    try:\n        ({step})\n    except Exception as e:\n"
+                      f"        failed.append([{i}, repr(e)])" for i, step in enumerate(LIBRARY_TOUR))
+    return ("def tour(self):\n"
+            "    import bisect, cmath, collections, collections.abc, datetime, decimal, fractions\n"
+            "    import functools, heapq, itertools, json, json.decoder, math, operator, random, re\n"
+            "    import statistics, string, textwrap, unicodedata\n"
+            "    failed = []\n" + steps + "\n    return failed\n")
 
 # methods that keep state: installed together, then called in order (selector, args, expected)
 STATEFUL_METHODS = {

@@ -56,6 +56,30 @@ DANGEROUS = {
     "class_stmt": ("def f(self):\n    class A:\n        pass\n    return A\n", "class"),
     "relative_import": ("def f(self):\n    from . import x\n    return x\n", "relative"),
     "builtins_name": ("def f(self):\n    return __builtins__\n", "__builtins__"),
+    "type_three_args": ("def f(self):\n    return type('X', (), {})\n", "one argument"),
+    "type_of_type": ("def f(self, x):\n    return type(type(x))\n", "metaclass"),
+    "namedtuple": ("def f(self):\n    import collections\n    return collections.namedtuple('P', 'x')\n",
+                   "collections.namedtuple"),
+    "namedtuple_reexported": ("def f(self):\n    from statistics import namedtuple\n    return namedtuple\n",
+                              "collections.namedtuple"),
+    "update_wrapper": ("def f(self, g, h):\n    import functools\n    return functools.update_wrapper(g, h)\n",
+                       "update_wrapper"),
+    "singledispatch": ("def f(self, g):\n    from functools import singledispatch\n    return singledispatch(g)\n",
+                       "singledispatch"),
+    "abc_register": ("def f(self):\n    import collections.abc\n    return collections.abc.Sized.register(list)\n",
+                     "'register'"),
+    "set_dunder_name": ("def f(self, g):\n    g.__name__ = 'x'\n    return g\n", "not set or deleted"),
+    "setattr_dunder_doc": ("def f(self, g):\n    setattr(g, '__doc__', 'x')\n    return g\n", "'__doc__'"),
+    "dunder_module": ("def f(self, x):\n    return type(x).__module__\n", "'__module__'"),
+}
+
+HARMLESS_DUNDERS = {
+    "type_name": "def f(self, x):\n    return type(x).__name__\n",
+    "local_function": ("def f(self):\n    def g():\n        'Doc.'\n        return 1\n"
+                       "    return [g.__name__, g.__qualname__, g.__doc__]\n"),
+    "qualname": "def f(self):\n    return int.__qualname__\n",
+    "method_doc": "def f(self):\n    return self.f.__doc__\n",
+    "getattr_constant": "def f(self, x):\n    return [getattr(x, '__name__', None), hasattr(x, '__doc__')]\n",
 }
 
 
@@ -79,6 +103,12 @@ def test_guardian_refuses_the_obviously_dangerous(name):
     report = audit(source, "f")
     assert not report.ok
     assert any(needle in f for f in report.findings), report.findings
+
+
+@pytest.mark.parametrize("name", sorted(HARMLESS_DUNDERS))
+def test_guardian_accepts_reads_of_names_and_docstrings(name):
+    report = audit(HARMLESS_DUNDERS[name], "f")
+    assert report.ok, report.findings
 
 
 @pytest.mark.parametrize("source, needle", [

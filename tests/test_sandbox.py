@@ -65,7 +65,7 @@ def test_the_red_team_has_forty_attacks_across_the_classes():
     assert len(ATTACKS) >= 40
     assert {"subclass", "frames", "format", "builtins", "pickle", "ctypes", "sockets", "threads",
             "cpu", "memory", "recursion", "exit", "submodule", "aliasing", "leak", "confusion",
-            "stdin", "covenant"} <= kinds
+            "stdin", "covenant", "classes", "eval"} <= kinds
 
 
 @pytest.mark.parametrize("name,source,args,kwargs,expected", BENIGN, ids=[b[0] for b in BENIGN])

@@ -25,7 +25,7 @@ import config
 from batos import plain
 from batos.sandbox.pool import MethodFailed, MethodTimedOut
 from tests.conftest import InProcessKernel
-from tests.sandbox_cases import ATTACKS
+from tests.sandbox_cases import ATTACKS, LIBRARY_TOUR, library_tour
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,6 +59,14 @@ def test_attack_is_contained_without_the_guardian(sandbox, tmp_path, name, kind,
     assert not canary.exists(), f"{name} wrote outside the sandbox"
     if kind == "covenant":
         assert "Persistence Covenant" in str(info.value) or "_p_changed" in str(info.value)
+
+
+def test_common_library_calls_work_in_a_locked_down_worker(sandbox):
+    """The allowed modules' common calls (strftime, strptime, re, json, decimal, ...) need
+    no file and no import a method could not make once the worker is locked down."""
+    _, run = sandbox
+    failed = run("tour", library_tour())
+    assert failed == [], [(LIBRARY_TOUR[i], error) for i, error in failed]
 
 
 def test_a_dead_worker_is_replaced(sandbox):

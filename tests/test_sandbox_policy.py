@@ -276,3 +276,128 @@ def test_the_sandbox_turns_the_covenant_line_into_the_covenant_call():
     target = Slots()
     assert func(target, None) == 1
     assert target.a == 1 and seen == [target]
+
+
+# ------------------------------------------------------------------ names and docstrings
+
+@pytest.mark.parametrize("attr", sorted(policy.READABLE_DUNDERS))
+def test_the_readable_dunders_are_read_by_both_and_written_by_neither(attr):
+    def helper():
+        """Doc."""
+    expected = {"__name__": "helper", "__qualname__": helper.__qualname__, "__doc__": "Doc."}[attr]
+    assert restricted.guarded_getattr(helper, attr) == expected
+    # a read: accepted by the audit, compiled and run by the sandbox
+    read = f"def m(self, x):\n    return [x.{attr}, getattr(x, {attr!r}), type(x).{attr}]\n"
+    assert audit(read, "m").ok, audit(read, "m").findings
+    assert _run(read, "m", helper) == [expected, expected, getattr(types.FunctionType, attr)]
+    # a write or a delete, in any form: refused by both
+    for write in (f"def m(self, x):\n    x.{attr} = 'y'\n    return x\n",
+                  f"def m(self, x):\n    x.{attr} += 'y'\n    return x\n",
+                  f"def m(self, x):\n    del x.{attr}\n    return x\n",
+                  f"def m(self, x):\n    setattr(x, {attr!r}, 'y')\n    return x\n",
+                  f"def m(self, x):\n    delattr(x, {attr!r})\n    return x\n"):
+        assert not audit(write, "m").ok, write
+        with pytest.raises(restricted.SandboxViolation):
+            _run(write, "m", helper)
+    assert helper.__doc__ == "Doc." and helper.__name__ == "helper"
+
+
+def test_a_readable_dunder_hands_out_only_a_name_or_a_docstring():
+    odd = types.SimpleNamespace(__name__=len, __doc__=["x"])
+    for attr in ("__name__", "__doc__"):
+        with pytest.raises(restricted.SandboxViolation):
+            restricted.guarded_getattr(odd, attr)
+    # every other dunder stays refused by both, by name and dynamically
+    for attr in ("__module__", "__dict__", "__class__", "__wrapped__", "__annotations__"):
+        with pytest.raises(restricted.SandboxViolation):
+            restricted.guarded_getattr(len, attr)
+        _refused(f"def m(self, x):\n    return x.{attr}\n", "m", attr)
+
+
+# ------------------------------------------------------------------ no classes
+
+def test_no_guard_hands_out_a_metaclass():
+    import abc
+    import collections.abc
+    import enum
+    assert restricted.guarded_type(1) is int and restricted.guarded_type(len) is type(len)
+    for cls in (int, type, collections.abc.Mapping, enum.Enum, abc.ABC):
+        with pytest.raises(restricted.SandboxViolation, match="metaclass"):
+            restricted.guarded_type(cls)
+    with pytest.raises(restricted.SandboxViolation, match="metaclass"):
+        restricted.guarded_getattr(types.SimpleNamespace(meta=abc.ABCMeta), "meta")
+    with pytest.raises(restricted.SandboxViolation, match="metaclass"):
+        _run("def m(self, box):\n    return box[0]\n", "m", [type])
+    for args in ("'X', (), {}", "'X', (int,), {'a': 1}"):
+        with pytest.raises(restricted.SandboxViolation):
+            _run(f"def m(self):\n    return type({args})\n", "m")
+
+
+def test_no_allowed_module_hands_out_a_metaclass_or_a_class_factory():
+    """Walk every proxy (and the classes and functions on it, one level down): no
+    metaclass, and none of the hidden names under any other module's name."""
+    hidden = restricted._hidden_objects()
+    seen: set[int] = set()
+    found = []
+
+    def check(path: str, value) -> None:
+        if restricted.is_metaclass(value) or id(value) in hidden:
+            found.append(path)
+
+    def walk(name: str) -> None:
+        proxy = restricted.safe_module(name)
+        for attr in dir(proxy):
+            value = getattr(proxy, attr)
+            if isinstance(value, restricted.SafeModule):
+                sub = repr(value).split("'")[1]
+                if sub not in seen:
+                    seen.add(sub)
+                    walk(sub)
+                continue
+            check(f"{name}.{attr}", value)
+            for inner in dir(value):
+                if not policy.attr_blocked(inner):
+                    try:
+                        check(f"{name}.{attr}.{inner}", restricted.guarded_getattr(value, inner))
+                    except (AttributeError, restricted.SandboxViolation, TypeError):
+                        pass
+
+    for module in sorted(policy.ALLOWED_MODULES):
+        walk(module)
+    assert not found, found
+
+
+def test_a_hidden_name_is_hidden_wherever_it_is_re_exported():
+    hidden = restricted._hidden_objects()
+    re_exports = [(m, a) for m in sorted(policy.ALLOWED_MODULES)
+                  for a in dir(importlib.import_module(m))
+                  if not a.startswith("_") and id(getattr(importlib.import_module(m), a)) in hidden]
+    assert ("statistics", "namedtuple") in re_exports and ("functools", "namedtuple") in re_exports
+    for module, name in re_exports:
+        assert not hasattr(restricted.safe_module(module), name)
+        _refused(f"def m(self):\n    from {module} import {name}\n    return {name}\n", "m", name)
+        _refused(f"def m(self):\n    import {module}\n    return {module}.{name}\n", "m", name)
+
+
+# ------------------------------------------------------------------ the C code's own imports
+
+def test_c_code_imports_what_it_needs_and_a_method_imports_nothing_more():
+    # datetime's C code imports time (strftime) and _strptime (strptime) through the
+    # method's own __import__: let through, and nothing handed back to anyone
+    source = ("def m(self):\n    import datetime\n    d = datetime.date(2024, 1, 5)\n"
+              "    return [d.strftime('%A'), f'{d:%B}', datetime.datetime.strptime('2024', '%Y').year]\n")
+    assert audit(source, "m").ok
+    assert _run(source, "m") == ["Friday", "January", 2024]
+    for name in sorted(policy.INTERNAL_IMPORTS):
+        assert not policy.module_allowed(name)
+        # the method's own import statement: refused by both
+        for stmt in (f"import {name}", f"from {name} import x", f"import {name} as t"):
+            source = f"def m(self):\n    {stmt}\n    return 1\n"
+            _refused(source, "m", f"'{name}'")
+            with pytest.raises((ImportError, restricted.SandboxViolation)):
+                _run(source, "m")
+        # a call from outside a method (a test, the kernel): the plain policy
+        with pytest.raises(ImportError):
+            restricted.guarded_import(name)
+        with pytest.raises(ImportError):
+            restricted.guarded_import(name, None, None, [], 0)

@@ -264,12 +264,15 @@ def _cpu_seconds() -> float:
 
 def _warm_up() -> None:
     """Import and touch, before the lockdown, everything that loads files lazily."""
-    for name in sorted(restricted.ALLOWED_MODULES):
-        restricted.safe_module(name)
     import datetime
     import importlib
+    for name in sorted(restricted.ALLOWED_MODULES):
+        restricted.safe_module(name)
+    for name in sorted(restricted.INTERNAL_IMPORTS):   # what their C code imports (time, ...)
+        importlib.import_module(name)
     for codec in ("ascii", "latin_1", "utf_16", "utf_32", "cp1252", "unicode_escape",
-                  "raw_unicode_escape", "idna", "punycode"):
+                  "raw_unicode_escape", "idna", "punycode", "utf_8_sig", "utf_16_le", "utf_16_be",
+                  "utf_32_le", "utf_32_be", "utf_7", "iso8859_15", "cp437", "mac_roman"):
         importlib.import_module(f"encodings.{codec}")
     datetime.datetime.strptime("2024-01-02 03:04", "%Y-%m-%d %H:%M")
     time.strptime("2024", "%Y")
