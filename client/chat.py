@@ -34,10 +34,13 @@ def format_result(command: dict, reply: dict) -> str:
         return text
     result = reply.get("result")
     if command["command"] == "initiate_cognitive_cycle":
+        examples = result.get("examples") or []
+        tested = (f", {sum(e.get('passed') for e in examples)}/{len(examples)} examples pass"
+                  if examples else "")
         if result["state"] == "COMPLETE":
             return (f"✓ {result['selector']} is installed ({result.get('duration_s', 0):.1f}s, "
-                    f"{result.get('persona')}):\n" + _indent(result.get("source") or ""))
-        return f"✗ the cycle FAILED: {result.get('reason')}"
+                    f"{result.get('persona')}{tested}):\n" + _indent(result.get("source") or ""))
+        return f"✗ the cycle FAILED in {result.get('phase') or 'its'} phase: {result.get('reason')}"
     if command["command"] == "send_message":
         prefix = f"(taught in cycle {result['cycle_id']}) " if result.get("cycle_id") else ""
         return f"{prefix}→ {json.dumps(result.get('value'), ensure_ascii=False, default=repr)}"
