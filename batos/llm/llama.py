@@ -71,7 +71,7 @@ class LlamaBackend:
 
     def _grammar(self, schema: dict) -> Any:
         from llama_cpp import LlamaGrammar
-        key = json.dumps(schema, sort_keys=True)
+        key = json.dumps(schema)     # in the schema's own order: properties are generated in it
         grammar = self._grammars.get(key)
         if grammar is None:
             grammar = LlamaGrammar.from_json_schema(key, verbose=False)
