@@ -136,7 +136,7 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         cycle = psm.run("c1", "genesis_obj", {"selector": "count_vowels", "args": ["arg0"],
                                                "kwargs": {}, "intent": "count the vowels in a word"})
         assert cycle.state == "COMPLETE", cycle.reason
-        delegated = next(e for e in events if e.get("state") == "SYNTHESIZING")
+        delegated = next(e for e in events if e.get("state") == "DELEGATING")   # its own step's record
         assert delegated["queries"] == ["english vowels"]
         assert delegated["retrieved"][0] >= 1 and delegated["context_chars"] > 0
         assert "vowels" in delegated["sources"]
