@@ -127,6 +127,11 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         skill = "Method shout of genesis_obj: Upper-case.\n```python\ndef shout(self, t):\n    return t.upper()\n```"
         image.transact(lambda s: memory.ingest(s.root, [skill], memory.embedder.encode([skill]),
                                                "method:genesis_obj.shout", kind="method"))
+        near = ("Method count_consonants of genesis_obj: Count the consonants in a word.\n```python\n"
+                "def count_consonants(self, word):\n    return sum(c.isalpha() and c not in 'aeiou' "
+                "for c in word.lower())\n```")
+        image.transact(lambda s: memory.ingest(s.root, [near], memory.embedder.encode([near]),
+                                               "method:genesis_obj.count_consonants", kind="method"))
         model = ScriptedModel(plan={"queries": ["english vowels"]},
                               methods=["```python\ndef count_vowels(self, word):\n"
                                        "    return sum(c in 'aeiou' for c in word.lower())\n```"])
@@ -140,9 +145,11 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         assert delegated["queries"] == ["english vowels"]
         assert delegated["retrieved"][0] >= 1 and delegated["context_chars"] > 0
         assert "vowels" in delegated["sources"]
-        assert delegated["skills"] == ["method:genesis_obj.shout"]
+        # only a really similar method is shown as a skill (SKILL_MIN_COSINE), not an unrelated one
+        assert delegated["skills"] == ["method:genesis_obj.count_consonants"]
         prompt = model.calls[-1]["messages"][-1]["content"]
-        assert "The vowels of English" in prompt and "def shout" in prompt
+        assert "The vowels of English" in prompt and "def count_consonants" in prompt
+        assert "def shout" not in prompt
         assert learned and learned[0][:2] == ("genesis_obj", "count_vowels")
     finally:
         image.close()
