@@ -549,8 +549,12 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         found = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN * 3, kind="method")
     # a skill only when it is really similar, and never one that keeps state for a mission
     # that keeps nothing (its pattern would be copied)
-    skills = [h for h in found if h.get("cosine", 0.0) >= psm.settings.SKILL_MIN_COSINE
-              and not (cycle.pure and "_p_changed" in h["text"])][:SKILLS_SHOWN]
+    found = [h for h in found if not (cycle.pure and "_p_changed" in h["text"])]
+    if found:   # the similarity of each to the mission itself (fused search ranks are not one)
+        vectors = psm.memory.embedder.encode([_mission_text(cycle)] + [h["text"] for h in found])
+        for h, v in zip(found, vectors[1:]):
+            h["similarity"] = float(vectors[0] @ v)
+    skills = [h for h in found if h["similarity"] >= psm.settings.SKILL_MIN_COSINE][:SKILLS_SHOWN]
     cycle.context = "\n\n".join(parts)
     cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
     step.data.update(queries=queries, retrieved=sizes, context_items=len(parts),
@@ -671,22 +675,42 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
             return "SYNTHESIZING"
         error = ParsingError if cycle.failed_phase == "parsing" else AuditError
         raise error("the method was refused: " + "; ".join(cycle.findings))
-    choice = choose([c.outcomes for c in cycle.candidates], trusted=len(cycle.trusted))
-    chosen = cycle.candidates[choice.index]
+    n_trusted = len(cycle.trusted)
+
+    def blocking(c: Candidate) -> list[Outcome]:
+        """What stops a candidate: the Architect's (or the replaced method's) examples it fails,
+        and kept state or changing answers in a method that must keep nothing.  BRICK's own
+        examples are advice: a small model's expected values are often wrong, so they rank
+        candidates (with agreement) but never block one."""
+        return [o for o in c.outcomes[:n_trusted] if not o.passed] + \
+               [o for o in c.outcomes[n_trusted:] if o.problems]
+
+    clear = [i for i, c in enumerate(cycle.candidates) if not blocking(c)]
+    if clear:
+        choice = choose([cycle.candidates[i].outcomes for i in clear], trusted=n_trusted)
+        index = clear[choice.index]
+        why = choice.why if choice.accepted else (
+            f"passes every blocking check; {choice.passed} of {len(cycle.candidates[index].outcomes)} "
+            f"examples match, {choice.agreeing} candidate(s) agree")
+    else:
+        choice = choose([c.outcomes for c in cycle.candidates], trusted=n_trusted)
+        index, why = choice.index, choice.why
+    chosen = cycle.candidates[index]
     cycle.outcomes = chosen.outcomes
-    step.data.update(candidates=len(cycle.candidates), chosen=choice.index, agreeing=choice.agreeing,
-                     examples_passed=choice.passed, examples=len(chosen.outcomes), choice=choice.why)
-    if choice.accepted:
+    step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
+                     examples_passed=sum(o.passed for o in chosen.outcomes),
+                     examples=len(chosen.outcomes), choice=why)
+    if clear:
         cycle.artifact, cycle.report = chosen.source, chosen.report
         return psm._next(cycle, "VALIDATING")
-    cycle.feedback = [o.feedback(cycle.selector) for o in chosen.outcomes if not o.passed]
+    cycle.feedback = [o.feedback(cycle.selector) for o in blocking(chosen)]
     step.data["failures"] = cycle.feedback
     if cycle.attempts <= psm.settings.CYCLE_RETRIES:
         cycle.repair = chosen
         step.data["retry"] = True
         return "SYNTHESIZING"
     cycle.artifact = chosen.source
-    raise ExamplesError(f"no candidate answered its examples ({choice.why}): " + "; ".join(cycle.feedback[:3]))
+    raise ExamplesError(f"no candidate answered its examples ({why}): " + "; ".join(cycle.feedback[:3]))
 
 
 def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> None:

@@ -50,7 +50,7 @@ def test_every_lower_layer_exception_maps_to_its_protocol_type():
     # what travels beside the error
     assert wire_error(MethodFailed("m", exception="ValueError")).details == {"exception": "ValueError"}
     refused = wire_error(InstallRefused(["uses eval"]))
-    assert refused.result == {"state": "FAILED", "findings": ["uses eval"]}
+    assert refused.result == {"state": "FAILED", "findings": ["uses eval"], "examples": []}
     assert refused.details == {"findings": ["uses eval"]}
     failed = wire_error(CycleFailed("g", "f", {"cycle_id": "c1", "reason": "r"}))
     assert failed.details == {"cycle_id": "c1"} and failed.result["cycle_id"] == "c1"

@@ -22,7 +22,7 @@ def test_taught_method_survives_a_restart(make_kernel, tmp_path):
     k = make_kernel(home=tmp_path / "home")
     with k.connect() as c:
         assert c.call("install_method", target_oid="genesis_obj", selector="shout",
-                      source=SHOUT) == {"state": "COMPLETE", "findings": []}
+                      source=SHOUT) == {"state": "COMPLETE", "findings": [], "examples": []}
         assert c.call("send_message", target_oid="genesis_obj", selector="shout",
                       args=["hello"]) == {"value": "HELLO!"}
         assert c.call("install_method", target_oid="genesis_obj", selector="bump", source=COUNTER)
@@ -36,7 +36,7 @@ def test_taught_method_survives_a_restart(make_kernel, tmp_path):
                       kwargs={"n": 2})["value"] == 7
         d = c.call("describe", target_oid="genesis_obj")
     assert {"selector": "shout", "signature": "shout(text)", "doc": "Upper-case and exclaim.",
-            "owner": "genesis_obj"} in d["methods"]
+            "owner": "genesis_obj", "examples": []} in d["methods"]
     assert d["parents"] == ["root_obj"] and d["slots"]["count"] == "int"
 
 
