@@ -69,6 +69,7 @@ class Settings:
     LLM_N_CTX: int = 4096
     LLM_N_THREADS: int = 0          # 0: one per core
     LLM_N_GPU_LAYERS: int = -1      # -1: every layer when the build can offload to a GPU, else 0
+    LLM_PREFIX_CACHE_MB: int = 256  # RAM for kept prompt-prefix states per llama.cpp model (0: none)
     # transformers models on the CPU load in this dtype (on CUDA: 4-bit, bitsandbytes)
     TRANSFORMERS_CPU_DTYPE: str = "float32"
     LLM_TEMPERATURE: float = 0.0
@@ -82,6 +83,7 @@ class Settings:
     CYCLE_CANDIDATES: int = 3       # candidates compared (by agreement) once the first fails an example
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     SKILL_MIN_COSINE: float = 0.5   # an installed method is shown as a skill only this similar or more
+    CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more
     CYCLE_WORKERS: int = 1
     CYCLE_QUEUE_MAX: int = 16
     KERNEL_THREADS: int = 8           # threads for commits, installs and reads (not methods)
@@ -190,6 +192,9 @@ def _check(s: Settings) -> None:
     for name in positive:
         if getattr(s, name) <= 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must be positive")
+    if s.LLM_PREFIX_CACHE_MB < 0:
+        raise ConfigError(f"config: {ENV_PREFIX}LLM_PREFIX_CACHE_MB={s.LLM_PREFIX_CACHE_MB!r} must be 0 "
+                          "(no kept prefix states) or more")
     if s.LLM_N_GPU_LAYERS < -1:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_N_GPU_LAYERS={s.LLM_N_GPU_LAYERS!r} must be -1 "
                           "(all layers when the build can offload), 0 (CPU only) or a layer count")

@@ -26,7 +26,7 @@ PERSONA_PROTOTYPES = {
 
 # Prompts put what never changes first, so llama.cpp can reuse the cached prefix.
 DECOMPOSING_INSTRUCTIONS = """\
-Give 1 to 3 short search queries (a few words each) for facts that would help write the method below, and 2 to 4 examples of calls to it: the arguments (a JSON list) and the exact value it must return. Answer in JSON.
+Give {plan_asks}. Answer in JSON.
 
 Object: {target}
 Missing method: {example_call}
@@ -46,13 +46,7 @@ def average(self, numbers):
     return sum(numbers) / len(numbers)
 ```
 
-Relevant knowledge:
-{context}
-
-Similar methods already installed:
-{skills}
-
-Task: write the method {selector} for the object {target}.
+{knowledge_block}{skills_block}Task: write the method {selector} for the object {target}.
 Call to support: {example_call} ({params_hint})
 {intent_line}{examples_line}Attributes already on self: {slots}
 Existing methods: {methods}"""
@@ -80,8 +74,10 @@ STATES = (
 # earlier default instructions (sha256 of the text): an image whose state still holds one
 # of these is given the current text at its next start; a prompt someone changed is kept
 PREVIOUS_INSTRUCTIONS = {
-    "DECOMPOSING": {'ace2bc314930f33c4f0f7e055b379e8c804224b5ede8b11c5d02aba87ea9ec64'},
-    "SYNTHESIZING": {'cda83dce9973bfc7aca2d4a63de2ab744120b96d772fb428ab0844d7cecbe147'},
+    "DECOMPOSING": {'ace2bc314930f33c4f0f7e055b379e8c804224b5ede8b11c5d02aba87ea9ec64',
+                    'f087729be75735d3fcdb2942a659802f7183a3fb36352d91f10d9bec342b6364'},
+    "SYNTHESIZING": {'cda83dce9973bfc7aca2d4a63de2ab744120b96d772fb428ab0844d7cecbe147',
+                     '9545d9577339f5b7269ff4796174449cc38faaadc063100b6694ead1d3d128f0'},
 }
 
 

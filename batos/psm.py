@@ -75,8 +75,9 @@ class ProposedExample(BaseModel):
 
 class ResearchPlan(BaseModel):
     """BRICK's plan: the search queries that DELEGATING runs against the memory, and
-    example calls with the results the method must give (VALIDATING runs them)."""
-    queries: list[str] = Field(min_length=1, max_length=3)
+    example calls with the results the method must give (VALIDATING runs them).  A
+    plan asks only for what the cycle lacks (``plan_schema``)."""
+    queries: list[str] = Field(default_factory=list, max_length=3)
     examples: list[ProposedExample] = Field(default_factory=list, max_length=4)
 
 
@@ -97,6 +98,23 @@ PLAN_SCHEMA = {
     "required": ["queries", "examples"],
 }
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
+
+ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
+ASK_EXAMPLES = "2 to 4 examples of calls to {it}: the arguments (a JSON list) and the exact value it must return"
+
+
+def plan_schema(queries: bool, examples: bool) -> dict:
+    """PLAN_SCHEMA with only the parts asked for."""
+    props = {k: v for k, v in PLAN_SCHEMA["properties"].items()
+             if (k == "queries" and queries) or (k == "examples" and examples)}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+def plan_asks(queries: bool, examples: bool) -> str:
+    """What DECOMPOSING's instructions ask BRICK for (their ``{plan_asks}``)."""
+    if queries and examples:
+        return f"{ASK_QUERIES}, and {ASK_EXAMPLES.format(it='it')}"
+    return ASK_QUERIES if queries else ASK_EXAMPLES.format(it="the method below")
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
 
 
@@ -220,6 +238,8 @@ class CognitiveCycle:
     snapshot: Optional[Snapshot] = None
     steps: list[StepRecord] = dataclasses.field(default_factory=list)
     queries: list[str] = dataclasses.field(default_factory=list)
+    plan_wants: tuple[bool, bool] = (True, True)   # DECOMPOSING asks for (queries, examples)
+    relevant: Optional[list[dict]] = None  # memory chunks similar to the mission (None: not searched)
     context: str = ""
     skills: list[str] = dataclasses.field(default_factory=list)   # sources of similar methods
     answer: str = ""                      # the last raw answer of SYNTHESIZING
@@ -447,7 +467,7 @@ class PrototypalStateMachine:
         conf = cycle.snapshot.states[step.state]
         max_tokens = conf.max_tokens or getattr(self.settings, conf.max_tokens_setting or "METHOD_MAX_TOKENS")
         gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema, cancel=cycle.cancel,
-                                   **sampling)
+                                   stop_after_code=schema is None, **sampling)
         x = Exchange(persona, gen.model, sum(len(m["content"]) for m in messages),
                      len(gen.text), gen.prompt_tokens, gen.completion_tokens,
                      round(gen.seconds, 3), round(gen.load_seconds, 3))
@@ -473,7 +493,7 @@ class PrototypalStateMachine:
                 hint += f" and the keyword argument(s) {', '.join(m.kwargs)}"
         else:
             hint = "no arguments besides self"
-        shown = cycle.examples[:4]
+        shown = cycle.trusted[:4]    # BRICK's own examples may be wrong: they rank, they do not instruct
         examples_line = ("Examples it must satisfy: " + "; ".join(
             f"{cycle.selector}({', '.join(repr(a) for a in args)}) == {expected!r}" for args, expected in shown)
             + "\n") if shown else ""
@@ -485,7 +505,11 @@ class PrototypalStateMachine:
                 "params_hint": hint,
                 "allowed": ", ".join(sorted(guardian.ALLOWED_MODULES)),
                 "context": cycle.context or "(none)",
-                "skills": "\n\n".join(cycle.skills) or "(none)"}
+                "skills": "\n\n".join(cycle.skills) or "(none)",
+                "knowledge_block": f"Relevant knowledge:\n{cycle.context}\n\n" if cycle.context else "",
+                "skills_block": ("Similar methods already installed:\n" + "\n\n".join(cycle.skills) + "\n\n"
+                                 if cycle.skills else ""),
+                "plan_asks": plan_asks(*cycle.plan_wants)}
 
     def _system(self, cycle: CognitiveCycle, persona: str) -> dict:
         return {"role": "system", "content": cycle.snapshot.prompts.get(persona) or
@@ -499,11 +523,23 @@ def idle(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -
 
 
 def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
+    """BRICK's plan, asking only for what the cycle lacks: research queries when the
+    memory holds something similar to the mission, examples when nobody gave any.
+    Lacking neither, no model call."""
     conf = cycle.snapshot.states["DECOMPOSING"]
     persona = conf.persona or "BRICK"
+    if psm.memory is not None:
+        cycle.relevant = _similar_chunks(psm, cycle, None)
+    want_queries = psm.memory is None or bool(cycle.relevant)
+    want_examples = not cycle.trusted
+    cycle.plan_wants = (want_queries, want_examples)
+    step.data["plan_asked"] = [w for w, on in (("queries", want_queries), ("examples", want_examples)) if on]
+    if not (want_queries or want_examples):
+        step.data["skipped"] = "the memory holds nothing similar and the examples are given"
+        return psm._next(cycle, "DECOMPOSING")
     prompt = conf.instructions.format(**psm._fields(cycle))
     gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), {"role": "user", "content": prompt}],
-                   PLAN_SCHEMA)
+                   plan_schema(want_queries, want_examples))
     try:
         plan = ResearchPlan.model_validate(json.loads(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
@@ -523,29 +559,47 @@ def _mission_text(cycle: CognitiveCycle) -> str:
     return " ".join(x for x in (cycle.selector.replace("_", " "), cycle.mission.intent or "") if x)
 
 
+def _similar_chunks(psm: PrototypalStateMachine, cycle: CognitiveCycle,
+                    queries: Optional[list[str]]) -> list[dict]:
+    """Knowledge chunks (not methods) found by ``queries`` (default: the mission's own
+    words), each with its cosine similarity to the mission, best first; only those at
+    least ``CONTEXT_MIN_COSINE`` similar.  A mission that keeps nothing is never shown
+    how to keep things."""
+    k = psm.settings.MEMORY_SEARCH_K
+    mission = _mission_text(cycle)
+    found: dict[int, dict] = {}
+    with psm.image.reading() as s:
+        for query in queries or [mission]:
+            for h in psm.memory.search(s.root, query, k):
+                if h["kind"] != "method" and not (cycle.pure and "_p_changed" in h["text"]):
+                    found.setdefault(h["id"], h)
+    hits = list(found.values())
+    if not hits:
+        return []
+    vectors = psm.memory.embedder.encode([mission] + [h["text"] for h in hits])
+    for h, v in zip(hits, vectors[1:]):
+        h["similarity"] = round(float(vectors[0] @ v), 3)
+    hits.sort(key=lambda h: -h["similarity"])
+    return [h for h in hits if h["similarity"] >= psm.settings.CONTEXT_MIN_COSINE]
+
+
 def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
-    """Run BRICK's queries against the Fractal Memory; collect deduplicated context and
-    the most similar installed methods.  Without a memory, the target's related methods."""
+    """Run BRICK's queries against the Fractal Memory (or take the chunks DECOMPOSING
+    found for the mission); keep those similar enough to the mission, and the most
+    similar installed methods.  Without a memory, the target's related methods."""
     if psm.memory is None:
         return _delegating_without_memory(psm, cycle, step)
-    k = psm.settings.MEMORY_SEARCH_K
-    queries = cycle.queries or [_mission_text(cycle)]
-    seen: set[int] = set()
+    hits = _similar_chunks(psm, cycle, cycle.queries) if cycle.queries else (cycle.relevant or [])
     parts: list[str] = []
-    sizes: list[int] = []
     sources: list[str] = []
+    similarities: list[float] = []
+    for h in hits:
+        if sum(len(p) for p in parts) + len(h["text"]) > CONTEXT_CHARS:
+            continue
+        parts.append(h["text"])
+        sources.append(h["source"])
+        similarities.append(h["similarity"])
     with psm.image.reading() as s:
-        for query in queries:
-            hits = [h for h in psm.memory.search(s.root, query, k) if h["kind"] != "method"]
-            sizes.append(len(hits))
-            for h in hits:
-                if h["id"] in seen or (cycle.pure and "_p_changed" in h["text"]):
-                    continue      # a mission that keeps nothing is not shown how to keep things
-                seen.add(h["id"])
-                if sum(len(p) for p in parts) + len(h["text"]) > CONTEXT_CHARS:
-                    continue
-                parts.append(h["text"])
-                sources.append(h["source"])
         found = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN * 3, kind="method")
     # a skill only when it is really similar, and never one that keeps state for a mission
     # that keeps nothing (its pattern would be copied)
@@ -557,8 +611,9 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     skills = [h for h in found if h["similarity"] >= psm.settings.SKILL_MIN_COSINE][:SKILLS_SHOWN]
     cycle.context = "\n\n".join(parts)
     cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
-    step.data.update(queries=queries, retrieved=sizes, context_items=len(parts),
+    step.data.update(queries=cycle.queries, retrieved=len(hits), context_items=len(parts),
                      context_chars=len(cycle.context), sources=sources,
+                     similarities=similarities,
                      skills=[h["source"] for h in skills])
     return psm._next(cycle, "DELEGATING")
 
@@ -575,7 +630,7 @@ def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycl
     scored.sort(key=lambda x: -x[0])
     cycle.skills = [m.source.strip() for score, m in scored[:SKILLS_SHOWN] if score > 0]
     cycle.context = ""
-    step.data.update(queries=cycle.queries, retrieved=[], context_chars=0, skills=len(cycle.skills))
+    step.data.update(queries=cycle.queries, retrieved=0, context_chars=0, skills=len(cycle.skills))
     return psm._next(cycle, "DELEGATING")
 
 
@@ -627,6 +682,20 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     return psm._next(cycle, "SYNTHESIZING")
 
 
+def _uses_own_name(source: str, selector: str) -> Optional[str]:
+    """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
+    instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
+    import ast
+    tree = ast.parse(source)
+    calls = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for n in ast.walk(tree):
+        if (isinstance(n, ast.Attribute) and n.attr == selector and isinstance(n.value, ast.Name)
+                and n.value.id == "self" and id(n) not in calls):
+            return (f"line {n.lineno}: self.{selector} is this method itself, not data: keep the data "
+                    f"under another name, such as self.{selector}_data")
+    return None
+
+
 def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) -> None:
     """Audit a candidate and, if admitted, run it on the examples (twice on the first for
     a mission that keeps nothing: it must answer the same and change nothing)."""
@@ -635,7 +704,8 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     report = guardian.audit(cand.source, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
     cand.findings = list(report.findings)
     if report.ok:
-        problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs)
+        problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs) or \
+            _uses_own_name(cand.source, cycle.selector)
         if problem:
             cand.findings.append(problem)
     if cand.findings:

@@ -14,9 +14,10 @@ class ScriptedModel:
         self.calls: list[dict] = []   # [{persona, messages, max_tokens, grammar}]
 
     def complete(self, persona, messages, max_tokens, grammar=None, cancel=None, temperature=None,
-                 seed=None) -> Generation:
+                 seed=None, stop_after_code=False) -> Generation:
         self.calls.append({"persona": persona, "messages": messages, "max_tokens": max_tokens,
-                           "grammar": grammar, "temperature": temperature, "seed": seed})
+                           "grammar": grammar, "temperature": temperature, "seed": seed,
+                           "stop_after_code": stop_after_code})
         if grammar is not None:
             text = self.plan if isinstance(self.plan, str) else json.dumps(self.plan)
         else:

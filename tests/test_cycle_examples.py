@@ -144,3 +144,20 @@ def test_choosing_by_agreement():
     assert not choose([right], trusted=0).accepted            # alone, it does not outvote an example
     assert not choose([right, right], trusted=3).accepted     # the Architect's examples must all pass
     assert same((1, 2.0), [1, 2]) and not same(True, 1) and same({"a": 1}, {"a": 1.0})
+
+
+def test_a_method_keeping_data_under_its_own_name_is_repaired(kernel):
+    """``self.tally`` in the method ``tally`` is the method itself: refused before it runs."""
+    clash = code('def tally(self, item):\n    """Count item."""\n    if not hasattr(self, "tally"):\n'
+                 '        self.tally = {}\n    self.tally[item] = self.tally.get(item, 0) + 1\n'
+                 '    self._p_changed = True\n    return self.tally[item]\n')
+    right = code('def tally(self, item):\n    """Count item."""\n    if not hasattr(self, "tally_counts"):\n'
+                 '        self.tally_counts = {}\n    self.tally_counts[item] = self.tally_counts.get(item, 0) + 1\n'
+                 '    self._p_changed = True\n    return self.tally_counts[item]\n')
+    model = ScriptedModel(plan={"queries": ["count"], "examples": []}, methods=[clash, right])
+    brief = MissionBrief(selector="tally", args=["item"],
+                         intent="keep a tally on this object of how many times each item was given")
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    assert "self.tally is this method itself" in model.calls[2]["messages"][-1]["content"]
+    assert [kernel.send("genesis_obj", "tally", x) for x in "xyx"] == [1, 1, 2]

@@ -143,7 +143,7 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         assert cycle.state == "COMPLETE", cycle.reason
         delegated = next(e for e in events if e.get("state") == "DELEGATING")   # its own step's record
         assert delegated["queries"] == ["english vowels"]
-        assert delegated["retrieved"][0] >= 1 and delegated["context_chars"] > 0
+        assert delegated["retrieved"] >= 1 and delegated["context_chars"] > 0
         assert "vowels" in delegated["sources"]
         # only a really similar method is shown as a skill (SKILL_MIN_COSINE), not an unrelated one
         assert delegated["skills"] == ["method:genesis_obj.count_consonants"]
@@ -196,3 +196,49 @@ def test_disabled_memory_says_so(kernel):
     with kernel.connect() as c:
         reply = c.request({"command": "search_knowledge", "query": "anything"})
     assert reply["error"]["type"] == "BadRequest" and "BATOS_MEMORY_ENABLED" in reply["error"]["message"]
+
+
+@pytest.mark.parametrize("brief, asked, model_calls", [
+    # something similar in memory, no examples given: queries and examples
+    ({"selector": "count_vowels", "args": ["word"], "intent": "count the vowels in a word"},
+     ["queries", "examples"], 2),
+    # nothing similar in memory: BRICK is asked only for examples
+    ({"selector": "gcd", "args": ["a", "b"], "intent": "greatest common divisor of two integers"},
+     ["examples"], 2),
+    # nothing similar and the Architect gave examples: no plan call at all
+    ({"selector": "gcd", "args": ["a", "b"], "intent": "greatest common divisor of two integers",
+      "examples": [[[12, 18], 6]]}, [], 1),
+])
+def test_brick_is_asked_only_for_what_the_cycle_lacks(tmp_path, memory, brief, asked, model_calls):
+    image = Image.open(config.load({"BATOS_HOME": str(tmp_path)}))
+    image.bootstrap(genesis.incarnate)
+    try:
+        chunks, vectors = memory.prepare(DOCS["vowels"])
+        image.transact(lambda s: memory.ingest(s.root, chunks, vectors, "vowels"))
+        chunks, vectors = memory.prepare(DOCS["bats"])
+        image.transact(lambda s: memory.ingest(s.root, chunks, vectors, "bats"))
+        selector = brief["selector"]
+        body = "sum(c in 'aeiou' for c in word.lower())" if selector == "count_vowels" else "a"
+        model = ScriptedModel(plan={"queries": ["english vowels"], "examples": []},
+                              methods=[f"```python\ndef {selector}(self, {', '.join(brief['args'])}):\n"
+                                       f"    return {body}\n```"])
+        events = []
+        psm = PrototypalStateMachine(image, model, config.load({}), emit=events.append, memory=memory)
+        cycle = psm.run("c1", "genesis_obj", {"kwargs": {}, **brief})
+        assert cycle.state == "COMPLETE" or cycle.phase == "examples", cycle.reason
+        planned = next(e for e in events if e.get("state") == "DECOMPOSING")
+        assert planned["plan_asked"] == asked and len(model.calls) == model_calls
+        delegated = next(e for e in events if e.get("state") == "DELEGATING")
+        if "queries" in asked:
+            assert model.calls[0]["grammar"]["required"] == asked
+            assert "search queries" in model.calls[0]["messages"][-1]["content"]
+            assert "vowels" in delegated["sources"] and "bats" not in delegated["sources"]
+        else:
+            assert delegated["context_chars"] == 0      # nothing similar enough is shown
+            prompt = model.calls[-1]["messages"][-1]["content"]
+            assert "Relevant knowledge" not in prompt and "Bats" not in prompt
+        if asked == ["examples"]:
+            assert model.calls[0]["grammar"]["required"] == ["examples"]
+            assert "search queries" not in model.calls[0]["messages"][-1]["content"]
+    finally:
+        image.close()

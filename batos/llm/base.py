@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -38,7 +39,17 @@ class Backend(Protocol):
 
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
              schema: dict | None = None, cancel: threading.Event | None = None,
-             seed: int | None = None) -> Generation:
+             seed: int | None = None, stop_after_code: bool = False) -> Generation:
         """One chat completion; ``schema`` (JSON schema) constrains or asks for JSON;
-        ``seed`` varies a sampled answer."""
+        ``seed`` varies a sampled answer; ``stop_after_code`` ends the answer as soon as
+        its first fenced code block is closed (finish_reason "stop")."""
         ...
+
+
+# the first fenced block, closed: an opening fence line, then a line that starts with ```
+_CODE_BLOCK_CLOSED = re.compile(r"(?:\A|\n)[ \t]*```[^\n]*\n(?:.*?\n)?[ \t]*```", re.S)
+
+
+def code_block_closed(text: str) -> bool:
+    """Whether ``text`` holds a fenced code block that has been closed."""
+    return "```" in text and _CODE_BLOCK_CLOSED.search(text) is not None

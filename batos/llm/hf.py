@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from batos.llm.base import Generation, GenerationError
+from batos.llm.base import Generation, GenerationError, code_block_closed
 
 
 def quantization_config(cuda_bf16: bool) -> Any:
@@ -154,7 +154,7 @@ class TransformersBackend:
 
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
              schema: dict | None = None, cancel: threading.Event | None = None,
-             seed: int | None = None) -> Generation:
+             seed: int | None = None, stop_after_code: bool = False) -> Generation:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
@@ -162,10 +162,18 @@ class TransformersBackend:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return bool(cancel is not None and cancel.is_set())
 
+        tokenizer, start = self.tokenizer, [0]
+
+        class _CodeClosed(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return bool(stop_after_code and code_block_closed(
+                    tokenizer.decode(input_ids[0][start[0]:], skip_special_tokens=True)))
+
         with self._lock:
             self._load_locked()
             prompt = self._prompt(messages, schema)
             inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
+            start[0] = inputs["input_ids"].shape[1]
             torch.manual_seed(self.seed if seed is None else seed)
             t0 = time.monotonic()
             try:
@@ -175,7 +183,7 @@ class TransformersBackend:
                         temperature=temperature if temperature > 0 else None,
                         top_p=None, top_k=None,
                         pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                        stopping_criteria=StoppingCriteriaList([_Cancelled(), _CodeClosed()]))
             except Exception as exc:
                 raise GenerationError(f"transformers failed to generate: {type(exc).__name__}: {exc}") from exc
             seconds = time.monotonic() - t0

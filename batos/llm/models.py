@@ -184,7 +184,8 @@ class Models:
         s = self.settings
         if kind == "gguf":
             backend = LlamaBackend(path, n_ctx=s.LLM_N_CTX, n_threads=s.LLM_N_THREADS, seed=s.LLM_SEED,
-                                   n_gpu_layers=s.LLM_N_GPU_LAYERS)
+                                   n_gpu_layers=s.LLM_N_GPU_LAYERS,
+                                   prefix_cache_bytes=s.LLM_PREFIX_CACHE_MB << 20)
         else:
             backend = TransformersBackend(path, seed=s.LLM_SEED, memory_budget_mb=s.MODEL_MEMORY_BUDGET_MB,
                                           cpu_dtype=s.TRANSFORMERS_CPU_DTYPE)
@@ -258,8 +259,10 @@ class Models:
     # -- generation -------------------------------------------------------------------
     def complete(self, persona: str, messages: list[dict], max_tokens: int,
                  grammar: dict | None = None, cancel: threading.Event | None = None,
-                 temperature: float | None = None, seed: int | None = None) -> Generation:
-        """One answer; ``temperature`` and ``seed`` override the settings' for this call."""
+                 temperature: float | None = None, seed: int | None = None,
+                 stop_after_code: bool = False) -> Generation:
+        """One answer; ``temperature`` and ``seed`` override the settings' for this call;
+        ``stop_after_code``: the answer ends when its first fenced code block closes."""
         backend, load_seconds = self._backend(persona)
         lora = self.lora_for(persona)
         if isinstance(backend, TransformersBackend):
@@ -269,7 +272,8 @@ class Models:
                                   "file; LoRA adapters need a transformers model")
         gen = backend.chat(messages, max_tokens=max_tokens,
                            temperature=self.settings.LLM_TEMPERATURE if temperature is None else temperature,
-                           schema=grammar, cancel=cancel, seed=seed)
+                           schema=grammar, cancel=cancel, seed=seed,
+                           stop_after_code=stop_after_code)
         gen.load_seconds = load_seconds
         return gen
 
