@@ -84,6 +84,9 @@ class Settings:
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     SKILL_MIN_COSINE: float = 0.5   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more
+    GENESIS: bool = True            # a new image writes display_yourself in two cycles at its first start
+    NESTED_CYCLE_DEPTH: int = 2     # doesNotUnderstand inside methods: how deep methods written for a call may go
+    NESTED_CYCLE_BUDGET: int = 4    # ... and how many cognitive cycles one request may start
     CYCLE_WORKERS: int = 1
     CYCLE_QUEUE_MAX: int = 16
     KERNEL_THREADS: int = 8           # threads for commits, installs and reads (not methods)
@@ -181,7 +184,7 @@ def _check(s: Settings) -> None:
     """Validate values whose type alone does not make them usable."""
     positive = ("MAX_MESSAGE_BYTES", "MAX_INFLIGHT_REQUESTS", "LLM_N_CTX", "PLAN_MAX_TOKENS",
                 "METHOD_MAX_TOKENS", "METHOD_TIMEOUT_S", "CYCLE_TIMEOUT_S", "CYCLE_WORKERS",
-                "CYCLE_QUEUE_MAX", "CYCLE_CANDIDATES", "KERNEL_THREADS", "SANDBOX_MAX_WORKERS", "MAX_QUEUED_REQUESTS",
+                "CYCLE_QUEUE_MAX", "CYCLE_CANDIDATES", "NESTED_CYCLE_BUDGET", "KERNEL_THREADS", "SANDBOX_MAX_WORKERS", "MAX_QUEUED_REQUESTS",
                 "MAX_SOURCE_BYTES", "SHUTDOWN_TIMEOUT_S",
                 "MEMORY_CHUNK_WORDS", "MEMORY_SEARCH_K", "MEMORY_IVF_THRESHOLD", "MODEL_MEMORY_BUDGET_MB",
                 "WATCHDOG_PING_INTERVAL_S", "WATCHDOG_HANG_TIMEOUT_S", "WATCHDOG_START_TIMEOUT_S",

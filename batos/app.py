@@ -20,6 +20,7 @@ import zmq
 import zmq.asyncio
 
 import config
+from batos import introspection
 from batos.handlers import HANDLERS
 from batos.image import ImageError
 from batos.kernel import Kernel
@@ -62,10 +63,14 @@ async def serve(settings: config.Settings) -> int:
         asyncio.ensure_future(watch_parent(int(watchdog_pid), shutdown))
     log.info("kernel: serving on %s (image %s, %s)", settings.ZMQ_ENDPOINT, kernel.image.path,
              "new" if kernel.image.created else "resumed")
+    log.info("System is live. Awaiting Architect's command...")
+    genesis_task = asyncio.ensure_future(introspection.run(kernel)) if settings.GENESIS else None
     try:
         await server.serve_forever()
     finally:
         shutdown.request("the server stopped")      # a no-op after a real request
+        if genesis_task is not None and not genesis_task.done():
+            genesis_task.cancel()                    # its cycle stops with the others
         await server.drain(settings.SHUTDOWN_TIMEOUT_S)
         await kernel.close()
         server.close()

@@ -61,8 +61,8 @@ def error_table() -> tuple[tuple[type, str], ...]:
     """{exception class -> protocol error type}, built on first use (the memory's module
     loads numpy, which the kernel keeps off its start path)."""
     from batos.image import ConflictsExhausted, ObjectNotFound
-    from batos.kernel import (CycleFailed, CycleQueueFull, InstallRefused, NotAMethod,
-                              ShuttingDown)
+    from batos.kernel import (BadObject, CycleFailed, CycleQueueFull, InstallRefused, NestedLimit,
+                              NotAMethod, ShuttingDown)
     from batos.knowledge import KnowledgeLoading, KnowledgeUnavailable
     from batos.llm.base import GenerationError
     from batos.llm.embedded import ModelUnavailable
@@ -75,6 +75,7 @@ def error_table() -> tuple[tuple[type, str], ...]:
         (BatosError, ""),                        # carries its own type
         (ObjectNotFound, "UnknownObject"),
         (NotPlain, "BadRequest"),
+        (BadObject, "BadRequest"),
         (NothingToIngest, "BadRequest"),
         (ModelUnavailable, "BadRequest"),
         (KnowledgeUnavailable, "BadRequest"),
@@ -84,6 +85,7 @@ def error_table() -> tuple[tuple[type, str], ...]:
         (MethodTimedOut, "Timeout"),
         (InstallRefused, "Rejected"),
         (CycleFailed, "Rejected"),
+        (NestedLimit, "Rejected"),
         (ShuttingDown, "Busy"),
         (CycleQueueFull, "Busy"),
         (SandboxClosed, "Busy"),

@@ -65,6 +65,14 @@ async def handle_get_parser_model(kernel: "Kernel", req: p.GetParserModel, progr
     return await kernel.parser_model()
 
 
+async def handle_create_object(kernel: "Kernel", req: p.CreateObject, progress: "Progress") -> dict:
+    return await kernel.create_object(req.name, req.parents, req.slots)
+
+
+async def handle_clone(kernel: "Kernel", req: p.Clone, progress: "Progress") -> dict:
+    return await kernel.clone(req.target_oid, req.name)
+
+
 async def handle_shutdown(kernel: "Kernel", req: p.Shutdown, progress: "Progress") -> dict:
     kernel.shutdown.request("a shutdown request")
     return {"stopping": True}
@@ -82,5 +90,7 @@ HANDLERS: dict[str, Handler] = {
     "ingest_lora": Handler(handle_ingest_lora),
     "get_parser_model": Handler(handle_get_parser_model),
     "shutdown": Handler(handle_shutdown, while_stopping=True),
+    "create_object": Handler(handle_create_object),
+    "clone": Handler(handle_clone),
 }
 assert set(HANDLERS) == set(p.REQUESTS), "every protocol command needs a handler"

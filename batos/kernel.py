@@ -12,6 +12,7 @@ The entry module (``batos/app.py``) starts it, serves it and stops it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import os
@@ -21,6 +22,7 @@ import uuid
 from typing import Any, Callable
 
 import config
+import persistent
 from batos import __version__, genesis, guardian, plain
 from batos.examples import Outcome
 from batos.image import Image, Session
@@ -29,7 +31,7 @@ from batos.llm import Models
 from batos.metalog import MetacognitionLog
 from batos.protocol import MissionBrief, to_wire
 from batos.psm import CycleResult, PrototypalStateMachine
-from batos.sandbox.pool import MethodFailed, MethodTimedOut, SandboxPool
+from batos.sandbox.pool import MethodFailed, MethodNeeds, MethodTimedOut, SandboxPool
 from batos.shutdown import Shutdown
 from batos.threads import ThreadPool
 from batos.uvm import Method, NotUnderstood
@@ -37,6 +39,9 @@ from batos.uvm import Method, NotUnderstood
 log = logging.getLogger("batos.kernel")
 Progress = Callable[[dict], None] | None
 CONFLICT_RETRIES = 5    # a call whose object changed under it runs again this many times
+RECENT_CYCLES = 20      # cycles the system view shows
+SYSTEM_VIEW_OBJECTS = 200
+SYSTEM_PARAM = "system"  # a method with a parameter of this name is passed the system view
 
 
 class ShuttingDown(Exception):
@@ -59,6 +64,19 @@ class InstallRefused(Exception):
         super().__init__(f"{who}: " + "; ".join(findings))
         self.result = {"state": "FAILED", "findings": list(findings), "examples": list(examples or [])}
         self.details = {"findings": list(findings)}
+
+
+class BadObject(ValueError):
+    """``create_object`` or ``clone`` was given what no object may have."""
+
+
+class NestedLimit(Exception):
+    """A request needed more nested cognitive cycles than NESTED_CYCLE_DEPTH or
+    NESTED_CYCLE_BUDGET allow."""
+
+    def __init__(self, message: str, chain: list[str]):
+        super().__init__(message)
+        self.details = {"chain": list(chain)}
 
 
 class CycleFailed(Exception):
@@ -92,6 +110,7 @@ class Kernel:
         self._listeners: dict[str, list[Callable[[dict], None]]] = {}  # {cycle_id -> progress callbacks}
         self._cancels: set[threading.Event] = set()                 # running cycles' stop flags
         self._queued_cycles = 0
+        self._recent_cycles: collections.deque[dict] = collections.deque(maxlen=RECENT_CYCLES)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -124,6 +143,10 @@ class Kernel:
     def _dispatch_event(self, event: dict) -> None:
         if self.metalog is not None:
             self.metalog.write(event)
+        _narrate(event)
+        if event.get("event") == "cycle_end":
+            self._recent_cycles.append({k: event.get(k) for k in
+                                        ("cycle_id", "target", "selector", "state", "duration_s", "persona")})
         if event.get("event") == "state":
             for listener in self._listeners.get(event.get("cycle_id"), ()):
                 listener(event)
@@ -199,19 +222,79 @@ class Kernel:
 
     async def send(self, target_oid: str, selector: str, args: list, kwargs: dict,
                    progress: Progress = None) -> dict:
+        """Call a method; teach the object what it does not understand on the way.
+
+        A selector the object lacks starts a cognitive cycle, and so does a ``self.x(...)``
+        inside a method that the object lacks (doesNotUnderstand inside methods): the
+        call stopped there having committed nothing, the cycle writes ``x`` (its mission
+        built from the calling method and the call), and the original call runs again
+        from the start.  Bounded per request: ``NESTED_CYCLE_DEPTH`` (a method written
+        for a method written for ... the call) and ``NESTED_CYCLE_BUDGET`` cycles."""
+        taught: list[str] = []            # cycle ids, in order
+        depth: dict[str, int] = {selector: 0}   # how far each selector is from the call
+        chain: list[str] = []
+        while True:
+            try:
+                value = await self._invoke(target_oid, selector, args, kwargs)
+                break
+            except NotUnderstood as nu:
+                if nu.brief.selector != selector or taught:
+                    raise RuntimeError(f"'{nu.brief.selector}' is still not understood after "
+                                       f"the cycles {', '.join(taught)}") from None
+                brief, level = nu.brief, 0
+            except MethodNeeds as need:
+                brief, level = await self._nested_brief(target_oid, need.needs, depth, chain)
+            if len(taught) >= self.settings.NESTED_CYCLE_BUDGET:
+                raise NestedLimit(f"{target_oid}.{selector} needed more than NESTED_CYCLE_BUDGET="
+                                  f"{self.settings.NESTED_CYCLE_BUDGET} cognitive cycles "
+                                  f"({' -> '.join(chain + [brief.selector])}); nothing was saved", chain)
+            chain.append(brief.selector)
+            depth[brief.selector] = level
+            result = await self.run_cycle(target_oid, brief, progress)
+            if result["state"] != "COMPLETE":
+                raise CycleFailed(target_oid, brief.selector, result)
+            taught.append(result["cycle_id"])
+        out = {"value": value}
+        if taught:
+            out["cycle_id"] = taught[0] if chain[0] == selector else taught[-1]
+            if len(taught) > 1 or chain[0] != selector:
+                out["cycles"] = [{"selector": s, "cycle_id": c} for s, c in zip(chain, taught)]
+        return out
+
+    async def _nested_brief(self, target_oid: str, needs: dict, depth: dict[str, int],
+                            chain: list[str]) -> tuple[MissionBrief, int]:
+        """The mission for a method another method called without having it."""
+        name, caller = needs["selector"], needs["caller"]
+        level = depth.get(caller, 0) + 1
+        if name in depth:     # already written in this request, and still missing: a loop
+            raise NestedLimit(f"{target_oid}.{caller} still calls the missing '{name}' after a cycle "
+                              "wrote it; giving up", chain)
+        if level > self.settings.NESTED_CYCLE_DEPTH:
+            raise NestedLimit(f"{target_oid}.{caller} calls the missing '{name}', which would be a "
+                              f"method written {level} levels deep for this call (NESTED_CYCLE_DEPTH="
+                              f"{self.settings.NESTED_CYCLE_DEPTH}): "
+                              f"{' -> '.join(chain + [name])}; nothing was saved", chain)
         try:
-            return {"value": await self._invoke(target_oid, selector, args, kwargs)}
-        except NotUnderstood as nu:
-            brief = nu.brief
-        result = await self.run_cycle(target_oid, brief, progress)
-        if result["state"] != "COMPLETE":
-            raise CycleFailed(target_oid, selector, result)
-        try:
-            value = await self._invoke(target_oid, selector, args, kwargs)
-        except NotUnderstood:
-            raise RuntimeError(f"the cycle {result['cycle_id']} completed but '{selector}' "
-                               "is still not understood") from None
-        return {"value": value, "cycle_id": result["cycle_id"]}
+            args = plain.from_tree(needs.get("args") or ["l"])
+            kwargs = plain.from_tree(needs.get("kwargs") or ["d"])
+        except Exception as exc:
+            raise MethodFailed(f"{target_oid}.{caller} called the missing '{name}' with arguments "
+                               f"that are not plain data: {exc}", exception="NotUnderstood") from None
+
+        def read(s: Session) -> tuple[str, str]:
+            found = s.get(target_oid)._find_slot(caller)
+            method = found[1] if found is not None else None
+            return (method.source, method.doc) if isinstance(method, Method) else ("", "")
+        source, doc = await self.in_thread(lambda: self._read(read))
+        from batos.uvm import _example, _example_call
+        call = _example_call(name, list(args), dict(kwargs))[:500]
+        intent = (f"The method {caller} of this object calls self.{call}, which does not exist yet. "
+                  f"Write {name} so that {caller} works" + (f" ({caller}: {doc})" if doc else "")
+                  + f". The calling method:\n{source.strip()[:2500]}")
+        brief = MissionBrief(selector=name, args=[f"arg{i}" for i in range(len(args))],
+                             kwargs={k: _example(v) for k, v in kwargs.items() if isinstance(k, str)},
+                             intent=intent[:4000], example_call=call)
+        return brief, level
 
     async def _invoke(self, target_oid: str, selector: str, args: list, kwargs: dict) -> Any:
         """Call a method in a sandbox worker and store what it changed.
@@ -238,6 +321,10 @@ class Kernel:
                         raise NotAMethod(f"'{selector}' on {target_oid} is a data slot "
                                          f"({type(found[1]).__name__}), not a method")
                     return to_wire(found[1])
+                position = _param_position(found[1], SYSTEM_PARAM)
+                if position is not None and len(args) <= position and SYSTEM_PARAM not in kwargs:
+                    # the method asks for the system's state: a plain-data view, passed in
+                    call_args = call_args[0], plain.to_tree({**kwargs, SYSTEM_PARAM: self._system_view(s)})
                 view, sources = obj._sandbox_view()
                 seen = obj._state_serial()
             request = {"oid": target_oid, "selector": selector, "args": call_args[0],
@@ -261,6 +348,23 @@ class Kernel:
             return False
         obj._apply_changes(view, reply["changes"], reply["deleted"], label)
         return True
+
+    def system_view(self) -> dict:
+        """The system's state as plain data (what a ``system`` parameter is given)."""
+        with self.image.reading() as s:
+            return self._system_view(s)
+
+    def _system_view(self, s: Session) -> dict:
+        objects = []
+        for oid, obj in list(s.root["objects"].items())[:SYSTEM_VIEW_OBJECTS]:
+            objects.append({"oid": oid, "name": str(obj._slots.get("name", "")),
+                            "parents": [p._label() for p in obj._slots.get("parents", ())],
+                            "methods": sorted(k for k, v in obj._slots.items() if isinstance(v, Method)),
+                            "slots": sorted(k for k, v in obj._slots.items()
+                                            if k not in ("name", "parents") and not isinstance(v, Method))})
+        return {"version": __version__, "uptime_s": round(time.monotonic() - self.started, 1),
+                "objects": objects, "object_count": len(s.root["objects"]),
+                "recent_cycles": list(self._recent_cycles)}
 
     async def try_method(self, target_oid: str, selector: str, source: str,
                          calls: list[list]) -> list[Outcome]:
@@ -349,6 +453,70 @@ class Kernel:
             }
         return await self.in_thread(lambda: self._read(body))
 
+    async def create_object(self, name: str | None, parents: list[str], slots: dict) -> dict:
+        """A new UvmObject delegating to ``parents`` with the plain-data ``slots``."""
+        if len(set(parents)) != len(parents):
+            raise BadObject(f"create_object: a parent is named twice: {parents}")
+        values = {}
+        for key, value in slots.items():
+            if not key.isidentifier() or key.startswith("_") or key in ("name", "parents"):
+                raise BadObject(f"create_object: {key!r} is not a slot name an object may be given "
+                                "(an identifier, not private, not 'name' or 'parents')")
+            try:
+                values[key] = plain.decode(plain.encode(value))
+            except plain.NotPlain as exc:
+                raise BadObject(f"create_object: the slot {key!r} is not plain data: {exc}") from None
+
+        def body(s: Session) -> dict:
+            objects = s.root["objects"]
+            missing = [p for p in parents if p not in objects]
+            if missing:
+                raise BadObject(f"create_object: no parent object {', '.join(map(repr, missing))} "
+                                "in the image (list_objects shows them)")
+            from batos.uvm import UvmObject
+            obj = UvmObject(name or "object", parents=tuple(objects[p] for p in parents), **values)
+            return self._register(s, obj, name)
+        ref = await self.in_thread(lambda: self.image.transact(body, note="create_object"))
+        self.metalog.write({"event": "object_created", **ref, "parents": parents, "slots": sorted(values)})
+        return ref
+
+    async def clone(self, target_oid: str, name: str | None) -> dict:
+        """A new object with a shallow copy of ``target_oid``'s slots and the same parents."""
+        def body(s: Session) -> dict:
+            from persistent.list import PersistentList
+
+            from batos.uvm import UvmObject
+            original = s.get(target_oid)
+            obj = UvmObject(name or f"{original._slots.get('name') or target_oid} copy",
+                            parents=tuple(original._slots.get("parents") or ()))
+            for key, value in original._slots.items():
+                if key in ("name", "parents"):
+                    continue
+                if isinstance(value, Method) or isinstance(value, persistent.Persistent):
+                    obj._slots[key] = value if not isinstance(value, PersistentList) else PersistentList(value)
+                    continue
+                try:
+                    obj._slots[key] = plain.decode(plain.encode(value))   # a copy: no shared lists
+                except plain.NotPlain:
+                    obj._slots[key] = value
+            return self._register(s, obj, name)
+        ref = await self.in_thread(lambda: self.image.transact(body, note=f"clone {target_oid}"))
+        self.metalog.write({"event": "object_created", **ref, "clone_of": target_oid})
+        return ref
+
+    @staticmethod
+    def _register(s: Session, obj: Any, name: str | None) -> dict:
+        """Give ``obj`` a new oid (from its name) and add it to the image's objects."""
+        import re
+        stem = re.sub(r"[^a-z0-9]+", "_", (name or "object").lower()).strip("_")[:40] or "object"
+        objects = s.root["objects"]
+        oid = f"{stem}_{uuid.uuid4().hex[:8]}"
+        while oid in objects:
+            oid = f"{stem}_{uuid.uuid4().hex[:8]}"
+        obj._oid = oid
+        objects[oid] = obj
+        return {"oid": oid, "name": str(obj._slots.get("name", ""))}
+
     async def list_objects(self) -> list:
         def body(s: Session) -> list:
             return [{"oid": oid, "name": str(obj._slots.get("name", ""))}
@@ -387,6 +555,44 @@ class Kernel:
             await self.metalog.close()
         await asyncio.get_running_loop().run_in_executor(None, self.models.close)
         self.image.close()
+
+
+def _param_position(method: Method, name: str) -> int | None:
+    """Where the parameter ``name`` comes among a method's arguments (self not counted),
+    or None when it has none of that name."""
+    params = getattr(method, "_v_params", None)
+    if params is None:
+        import ast
+        try:
+            fn = ast.parse(method.source).body[0]
+            params = [a.arg for a in fn.args.posonlyargs + fn.args.args][1:] + \
+                [a.arg for a in fn.args.kwonlyargs]
+        except (SyntaxError, IndexError, AttributeError):
+            params = []
+        method._v_params = params
+    return params.index(name) if name in params else None
+
+
+NARRATED = ("DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE", "FAILED")
+
+
+def _narrate(event: dict) -> None:
+    """kernel.log, for the Architect who watches the kernel's terminal: a line per state of
+    each cycle, with the persona and the time."""
+    kind = event.get("event")
+    if kind == "state" and event.get("state") in NARRATED:
+        extra = ""
+        if event.get("findings"):
+            extra = "  findings: " + "; ".join(event["findings"])[:160]
+        log.info("cycle %s %s.%s %-12s %-6s %5.1fs%s", str(event.get("cycle_id"))[:8], event.get("target"),
+                 event.get("selector"), event.get("state"), event.get("asked") or event.get("persona") or "",
+                 float(event.get("duration_s") or 0), extra)
+    elif kind == "cycle_end":
+        log.info("cycle %s %s.%s ended %s in %.1fs%s", str(event.get("cycle_id"))[:8], event.get("target"),
+                 event.get("selector"), event.get("state"), float(event.get("duration_s") or 0),
+                 f": {event.get('reason')}" if event.get("reason") else "")
+    elif kind in ("genesis", "codex_ingested", "model_missing"):
+        log.info("%s: %s", kind, {k: v for k, v in event.items() if k not in ("event", "ts")})
 
 
 def _own_examples(obj: Any, selector: str) -> list[list]:

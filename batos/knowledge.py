@@ -38,6 +38,7 @@ class Knowledge:
         self.memory: FractalMemory | None = None
         self.pool: ThreadPool | None = None
         self.on_loaded: Callable[["FractalMemory"], None] = lambda memory: None
+        self.codex_ready = False           # the Persona Codex is in the memory
 
     @property
     def enabled(self) -> bool:
@@ -71,6 +72,7 @@ class Knowledge:
         """Ingest the Persona Codex once per codex version."""
         with self.image.reading() as s:
             if s.root["batos"].get("codex") == codex.version():
+                self.codex_ready = True
                 return
         t0 = time.monotonic()
         prepared = [(f"codex:{title}", self.memory.prepare(f"{title}\n\n{body}"))
@@ -83,6 +85,7 @@ class Knowledge:
             s.root["batos"]["codex"] = codex.version()
             return n
         n = self.image.transact(body, note="ingest the Persona Codex")
+        self.codex_ready = True
         self.emit({"event": "codex_ingested", "version": codex.version(), "chunks": n,
                    "seconds": round(time.monotonic() - t0, 3)})
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import ormsgpack
 from batos.plain import to_wire  # noqa: F401 - part of the protocol's API
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt,
-                      StrictStr, ValidationError)
+                      StrictStr, ValidationError, model_validator)
 
 PROTOCOL_VERSION = 1
 STATES = ("IDLE", "DECOMPOSING", "DELEGATING", "SYNTHESIZING", "VALIDATING", "COMPLETE", "FAILED")
@@ -56,7 +56,13 @@ class _Model(BaseModel):
 class Request(_Model):
     id: RequestId = None
     command: StrictStr
-    stream: StrictBool = True
+    # progress events?  Unset: yes when the request has an id (its events can be matched),
+    # no without one (the seed client sends, then reads one reply)
+    stream: Optional[StrictBool] = None
+
+    @property
+    def streams(self) -> bool:
+        return self.id is not None if self.stream is None else self.stream
 
 
 class Ping(Request):
@@ -86,6 +92,16 @@ class MissionBrief(_Model):
     example_call: Optional[Annotated[StrictStr, Field(max_length=2000)]] = None
     # [[args, expected], ...]: calls the method must answer so; stateful examples run in order
     examples: list[Example] = Field(default_factory=list, max_length=MAX_EXAMPLES)
+
+    @model_validator(mode="after")
+    def _seed_intent(self) -> "MissionBrief":
+        """The seed client puts the Architect's words in ``kwargs["intent"]``: they are the
+        intent, not a keyword argument of the method."""
+        words = self.kwargs.get("intent")
+        if self.intent is None and isinstance(words, str):
+            self.intent = words[:4000]
+            self.kwargs = {k: v for k, v in self.kwargs.items() if k != "intent"}
+        return self
 
 
 class InitiateCognitiveCycle(Request):
@@ -156,10 +172,30 @@ class Shutdown(Request):
     command: Literal["shutdown"] = "shutdown"
 
 
+ObjectName = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+
+
+class CreateObject(Request):
+    """Extension: a new object in the image, delegating to ``parents`` (default: the root
+    prototype), with plain-data ``slots``."""
+    command: Literal["create_object"] = "create_object"
+    name: Optional[ObjectName] = None
+    parents: list[ObjectId] = Field(default_factory=lambda: ["root_obj"], max_length=16)
+    slots: dict[StrictStr, Any] = Field(default_factory=dict)
+
+
+class Clone(Request):
+    """Extension: a new object with a shallow copy of ``target_oid``'s slots (its methods
+    included) and the same parents."""
+    command: Literal["clone"] = "clone"
+    target_oid: ObjectId
+    name: Optional[ObjectName] = None
+
+
 REQUESTS: dict[str, type[Request]] = {
     m.model_fields["command"].default: m
     for m in (Ping, InitiateCognitiveCycle, SendMessage, InstallMethod, Describe, ListObjects,
-              IngestKnowledge, SearchKnowledge, IngestLora, GetParserModel, Shutdown)
+              IngestKnowledge, SearchKnowledge, IngestLora, GetParserModel, Shutdown, CreateObject, Clone)
 }
 
 
@@ -203,9 +239,17 @@ class CycleResult(_Model):
     duration_s: Optional[float] = None
 
 
+class TaughtCycle(_Model):
+    selector: str
+    cycle_id: str
+
+
 class SendResult(_Model):
     value: Any = None
     cycle_id: Optional[str] = None
+    # every cycle the call started, in order, when it started one for a method another
+    # method called without having it (doesNotUnderstand inside methods)
+    cycles: list[TaughtCycle] = Field(default_factory=list)
 
 
 class ExampleOutcome(_Model):
@@ -283,6 +327,7 @@ RESULTS: dict[str, Any] = {
     "install_method": InstallResult, "describe": DescribeResult, "list_objects": list[ObjectRef],
     "ingest_knowledge": IngestResult, "search_knowledge": SearchResult, "ingest_lora": LoraResult,
     "get_parser_model": ParserModelResult, "shutdown": ShutdownResult,
+    "create_object": ObjectRef, "clone": ObjectRef,
 }
 assert set(RESULTS) == set(REQUESTS), "every protocol command needs a result model"
 

@@ -123,6 +123,23 @@ class MethodPolicy(RestrictingNodeTransformer):
             return call
         return super().visit_Attribute(node)
 
+    def visit_Call(self, node: ast.Call) -> Any:
+        """A send to self, ``self.name(...)``, looks ``name`` up with ``_send_(self, 'name')``
+        instead of ``_getattr_``: a missing method is then reported to the kernel (which
+        may write it: doesNotUnderstand inside methods), while reading a missing slot
+        without calling it stays an AttributeError."""
+        f = node.func
+        send = (isinstance(f, ast.Attribute) and isinstance(f.ctx, ast.Load) and isinstance(f.value, ast.Name)
+                and f.value.id == "self" and not f.attr.startswith("_"))
+        node = super().visit_Call(node)
+        if send:
+            for call in (node.func, *(node.args[:1] if isinstance(node.func, ast.Name) else ())):
+                if (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+                        and call.func.id == "_getattr_"):
+                    call.func.id = "_send_"
+                    break
+        return node
+
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
         t = node.target
         if not isinstance(t, (ast.Attribute, ast.Subscript)) or isinstance(
@@ -380,9 +397,10 @@ class QuietPrintCollector(PrintCollector):
             self.txt.append(text[: self.LIMIT])
 
 
-def method_globals(selector: str, covenant: Any) -> dict[str, Any]:
+def method_globals(selector: str, covenant: Any, send: Any = None) -> dict[str, Any]:
     """A fresh namespace for one method: its own copy of the safe builtins, so that
-    one method cannot change another's."""
+    one method cannot change another's.  ``send(obj, name)`` looks up the method of a
+    ``self.name(...)`` call (default: a guarded attribute read)."""
     safe = {n: getattr(builtins, n) for n in SAFE_BUILTINS}
     safe.update({
         "getattr": guarded_getattr, "hasattr": guarded_hasattr, "setattr": guarded_setattr,
@@ -394,15 +412,17 @@ def method_globals(selector: str, covenant: Any) -> dict[str, Any]:
         "_getiter_": iter, "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence, "_apply_": _apply,
         "_inplacevar_": _inplacevar, "_print_": QuietPrintCollector, "_covenant_": covenant,
+        "_send_": send or guarded_getattr,
     }
 
 
-def load_method(selector: str, source: str, label: str, covenant: Any) -> types.FunctionType:
+def load_method(selector: str, source: str, label: str, covenant: Any,
+                send: Any = None) -> types.FunctionType:
     """The function ``source`` defines, compiled restricted and run in fresh globals."""
     code, errors = compile_source(source, label)
     if code is None:
         raise SandboxViolation("; ".join(errors))
-    namespace = method_globals(selector, covenant)
+    namespace = method_globals(selector, covenant, send)
     exec(code, namespace)  # noqa: S102 - restricted code, guarded namespace
     func = namespace.get(selector)
     if not isinstance(func, types.FunctionType):

@@ -151,7 +151,7 @@ class Server:
 
     async def _run(self, identity: bytes, rid: Any, req: p.Request) -> None:
         progress = None
-        if req.stream:
+        if req.streams:
             def progress(event: dict) -> None:
                 fields = {k: v for k, v in event.items() if k not in ("event", "artifact")}
                 self._send(identity, p.progress(rid, event.get("event", "state"), **p.to_wire(fields)))

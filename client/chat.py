@@ -1,10 +1,17 @@
 """The Architect's terminal: ``Architect > `` with line editing and persistent history,
-live cycle progress, slash commands, Ctrl-C to cancel a wait and Ctrl-D to leave."""
+live cycle progress, slash commands, Ctrl-C to cancel a wait and Ctrl-D to leave.
+
+Every line gets an answer or a one-line message: the errors a line can meet (words
+that do not split, a log line half written, a kernel that is down or answers with an
+odd shape, a request msgpack cannot carry) are caught where they happen, and anything
+else is reported as ``! internal error: <type>: <message>`` before the next prompt."""
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -13,37 +20,65 @@ from client.session import Session
 from client.translator import ParserModelUnavailable, TranslationError
 
 HELP = """\
-Type what you want in plain words; the parser turns it into a command.
-  /help                 this text
-  /objects              the objects in the image
-  /describe [oid]       an object's slots and methods (default: the target)
-  /target oid           talk to another object
-  /send selector args…  call a method directly (no model; args are JSON or words)
-  /log [n]              the last n metacognition events (default 10)
-  /exit                 leave (also: exit, Ctrl-D)
+Type what you want in plain words; the parser turns it into a command
+("make me a shopping list object" and "clone this object" need no model).
+  /help                       this text
+  /objects                    the objects in the image
+  /describe [oid]             an object's slots and methods (default: the target)
+  /target oid                 talk to another object
+  /send selector args…        call a method directly (no model; args are JSON or words)
+  /new [name] [key=value…]    a new object; values are JSON or words; parents=oid1,oid2
+                              (default: root_obj)
+  /clone [oid] [name]         a copy of an object (default: the target)
+  /self                       genesis describes itself (its display_yourself method)
+  /log [n]                    the last n metacognition events (default 10)
+  /exit                       leave (also: exit, Ctrl-D)
 Ctrl-C cancels the current wait."""
+
+MAX_LINE_CHARS = 10_000     # longer lines are refused, not parsed or sent
+MAX_LOG_LINES = 500         # /log shows at most this many events
+GENESIS = "genesis_obj"
+SELF_SELECTOR = "display_yourself"
+NO_SELF = (f"genesis has not written {SELF_SELECTOR} yet; it is written on the first start "
+           "when a model is available")
+CANCELLED = "(cancelled; the kernel goes on with what it was doing)"
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # C0 controls but tab, and DEL
+
+
+class UsageError(Exception):
+    """A slash command's words do not fit it; the message says how to use it."""
 
 
 def format_result(command: dict, reply: dict) -> str:
+    """One reply as the Architect reads it; a reply missing fields still reads."""
+    if not isinstance(reply, dict):
+        return f"✗ an unexpected reply: {_short(reply)}"
     if not reply.get("ok"):
-        err = reply.get("error") or {}
-        text = f"✗ {err.get('type')}: {err.get('message')}"
-        result = reply.get("result") or {}
-        if result.get("source"):
-            text += "\n" + _indent(result["source"])
+        err = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+        text = f"✗ {err.get('type', 'Error')}: {err.get('message', '')}"
+        result = reply.get("result")
+        if isinstance(result, dict) and result.get("source"):
+            text += "\n" + _indent(str(result["source"]))
         return text
     result = reply.get("result")
-    if command["command"] == "initiate_cognitive_cycle":
-        examples = result.get("examples") or []
-        tested = (f", {sum(e.get('passed') for e in examples)}/{len(examples)} examples pass"
+    kind = command.get("command")
+    if kind == "initiate_cognitive_cycle" and isinstance(result, dict):
+        examples = [e for e in result.get("examples") or [] if isinstance(e, dict)]
+        tested = (f", {sum(bool(e.get('passed')) for e in examples)}/{len(examples)} examples pass"
                   if examples else "")
-        if result["state"] == "COMPLETE":
-            return (f"✓ {result['selector']} is installed ({result.get('duration_s', 0):.1f}s, "
-                    f"{result.get('persona')}{tested}):\n" + _indent(result.get("source") or ""))
+        if result.get("state") == "COMPLETE":
+            duration = result.get("duration_s")
+            took = f"{duration:.1f}s, " if isinstance(duration, (int, float)) else ""
+            return (f"✓ {result.get('selector')} is installed ({took}{result.get('persona')}{tested}):\n"
+                    + _indent(str(result.get("source") or "")))
         return f"✗ the cycle FAILED in {result.get('phase') or 'its'} phase: {result.get('reason')}"
-    if command["command"] == "send_message":
+    if kind == "send_message" and isinstance(result, dict):
         prefix = f"(taught in cycle {result['cycle_id']}) " if result.get("cycle_id") else ""
         return f"{prefix}→ {json.dumps(result.get('value'), ensure_ascii=False, default=repr)}"
+    if kind in ("create_object", "clone") and isinstance(result, dict) and result.get("oid"):
+        verb = "created" if kind == "create_object" else f"cloned {command.get('target_oid')} as"
+        return (f"✓ {verb} {result['oid']} ({result.get('name')}); "
+                f"/target {result['oid']} to talk to it")
     return json.dumps(result, indent=2, ensure_ascii=False, default=repr)
 
 
@@ -51,14 +86,91 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.rstrip().splitlines())
 
 
+def _short(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def parse_value(word: str) -> Any:
+    """A word as JSON when it is JSON, else as the text it is."""
+    try:
+        return json.loads(word)
+    except (ValueError, RecursionError):
+        return word
+
+
 def parse_args(words: list[str]) -> list[Any]:
-    out = []
-    for w in words:
+    return [parse_value(w) for w in words]
+
+
+def split_words(line: str) -> tuple[list[str], str | None]:
+    """Shell-like words; when the quotes do not balance, the line split at whitespace and a
+    note saying so."""
+    try:
+        return shlex.split(line), None
+    except ValueError as exc:
+        return line.split(), f"({exc}: the words are split at spaces instead)"
+
+
+def clean_line(line: str) -> tuple[str, str | None]:
+    """The line without control characters (tab becomes a space), and a note if any went."""
+    line = line.replace("\t", " ")
+    cleaned = _CONTROL.sub("", line)
+    note = "(control characters removed)" if cleaned != line else None
+    return cleaned.strip(), note
+
+
+def new_object_command(words: list[str]) -> dict:
+    """``/new [name] [key=value ...]`` as a ``create_object`` command."""
+    command: dict[str, Any] = {"command": "create_object", "parents": ["root_obj"], "slots": {}}
+    for word in words:
+        key, eq, value = word.partition("=")
+        if not eq:
+            if "name" in command:
+                raise UsageError(f"two names ({command['name']!r}, {word!r}); usage: "
+                                 "/new [name] [key=value…]")
+            command["name"] = word
+        elif key == "parents":
+            parents = [oid.strip() for oid in value.split(",") if oid.strip()]
+            if not parents:
+                raise UsageError("parents= needs one oid or more, e.g. parents=root_obj,genesis_obj")
+            command["parents"] = parents
+        elif key == "name":
+            command["name"] = value
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and not key.startswith("__"):
+            command["slots"][key] = parse_value(value)
+        else:
+            raise UsageError(f"{key!r} is not a slot name (letters, digits and '_'); "
+                             "usage: /new [name] [key=value…]")
+    if command.get("name") == "":
+        raise UsageError("the name is empty; usage: /new [name] [key=value…]")
+    return command
+
+
+def log_lines(path: Path, n: int) -> tuple[list[str], int]:
+    """The last ``n`` events of the metacognition log, one line each, and how many lines
+    could not be read (the last one may be half written while the kernel writes it)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        tail = deque((line for line in f if line.strip()), maxlen=n)
+    out, skipped = [], 0
+    for raw in tail:
         try:
-            out.append(json.loads(w))
-        except json.JSONDecodeError:
-            out.append(w)
-    return out
+            e = json.loads(raw)
+        except (ValueError, RecursionError):
+            skipped += 1
+            continue
+        if not isinstance(e, dict):
+            skipped += 1
+            continue
+        ts = e.get("ts")
+        try:
+            when = time.strftime("%H:%M:%S", time.localtime(float(ts)))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = "--:--:--"
+        what = e.get("state") or ""
+        out.append(f"  {when} {str(e.get('event')):<14} {str(what):<12} "
+                   f"{e.get('selector') or e.get('source') or ''}")
+    return out, skipped
 
 
 class Chat:
@@ -68,107 +180,232 @@ class Chat:
         self.log_path = log_path
 
     def say(self, text: str) -> None:
-        print(text, flush=True)
+        # a lone surrogate from a reply must not stop the terminal
+        print(str(text).encode("utf-8", "replace").decode("utf-8"), flush=True)
 
     def progress(self, event: dict) -> None:
         """One line per step of a cycle, as the step ends, with what the step found."""
-        if event.get("event") == "state":
-            extra = ""
-            if event.get("asked"):
-                extra += f"  {event['asked']}"
-            if event.get("state") == "DECOMPOSING" and event.get("queries"):
-                extra += f"  queries: {', '.join(event['queries'])}"
-            if event.get("findings"):
-                extra += f"  refused: {'; '.join(event['findings'])[:200]}"
-            if event.get("state") == "FAILED" and event.get("phase"):
-                extra += f"  ({event['phase']})"
-            self.say(f"  … {event.get('state'):<12} {event.get('elapsed_s', 0):6.1f}s{extra}")
+        if not isinstance(event, dict) or event.get("event") != "state":
+            return
+        extra = ""
+        if event.get("asked"):
+            extra += f"  {event['asked']}"
+        if event.get("state") == "DECOMPOSING" and isinstance(event.get("queries"), list):
+            extra += f"  queries: {', '.join(map(str, event['queries']))}"
+        if isinstance(event.get("findings"), list) and event["findings"]:
+            extra += f"  refused: {'; '.join(map(str, event['findings']))[:200]}"
+        if event.get("state") == "FAILED" and event.get("phase"):
+            extra += f"  ({event['phase']})"
+        elapsed = event.get("elapsed_s")
+        elapsed = elapsed if isinstance(elapsed, (int, float)) else 0.0
+        self.say(f"  … {str(event.get('state')):<12} {elapsed:6.1f}s{extra}")
 
+    # -- the loop -------------------------------------------------------------------------
     def run(self) -> int:
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
         prompt = PromptSession(history=FileHistory(str(self.history_path)))
         self.say(f"BAT OS: talking to {self.session.target} at {self.session.endpoint}. /help for help.")
-        if not self.session.alive(2.0):
-            self.say(f"! the kernel at {self.session.endpoint} is not answering; start it with ./puter.sh")
+        self.guarded(self.greet)
+        failures = 0    # prompts in a row that failed: the terminal itself is broken
         while True:
             try:
                 line = prompt.prompt("Architect > ")
+                failures = 0
             except KeyboardInterrupt:
                 continue
             except EOFError:
                 self.say("bye")
                 return 0
-            line = line.strip()
-            if not line:
+            except Exception as exc:
+                failures += 1
+                self.say(f"! internal error: {type(exc).__name__}: {exc}")
+                if failures >= 3:
+                    self.say("! the prompt keeps failing; leaving")
+                    return 1
                 continue
-            if line in ("exit", "quit", "/exit", "/quit"):
+            if self.guarded(self.handle, line):
                 self.say("bye")
                 return 0
-            try:
-                if line.startswith("/"):
-                    self.slash(line)
-                else:
-                    self.utter(line)
-            except KeyboardInterrupt:
-                self.say("(cancelled; the kernel goes on with what it was doing)")
-            except (KernelUnavailable, KernelError, TranslationError, ParserModelUnavailable) as exc:
-                self.say(f"! {exc}")
 
+    def greet(self) -> None:
+        if not self.session.alive(2.0):
+            self.say(f"! the kernel at {self.session.endpoint} is not answering; start it with ./puter.sh")
+            return
+        self.show_self(quiet=True)
+
+    def guarded(self, fn, *args: Any) -> Any:
+        """``fn(*args)``; whatever it raises becomes one line, and the terminal goes on."""
+        try:
+            try:
+                return fn(*args)
+            except KeyboardInterrupt:
+                self.say(CANCELLED)
+            except (KernelUnavailable, KernelError, TranslationError, ParserModelUnavailable,
+                    UsageError) as exc:
+                self.say(f"! {exc}")
+            except Exception as exc:
+                self.say(f"! internal error: {type(exc).__name__}: {_short(str(exc), 300)}")
+        except KeyboardInterrupt:      # a second Ctrl-C while the first is reported
+            self.say(CANCELLED)
+        return None
+
+    def handle(self, line: str) -> bool:
+        """Answer one line; True when the Architect asked to leave."""
+        if len(line) > MAX_LINE_CHARS:
+            self.say(f"! that line has {len(line)} characters; the terminal takes at most "
+                     f"{MAX_LINE_CHARS} (for a large payload: python -m client --send JSON)")
+            return False
+        line, note = clean_line(line)
+        if note:
+            self.say(f"  {note}")
+        if not line:
+            return False
+        if line in ("exit", "quit", "/exit", "/quit"):
+            return True
+        if line.startswith("/"):
+            self.slash(line)
+        else:
+            self.utter(line)
+        return False
+
+    # -- plain words ---------------------------------------------------------------------
     def utter(self, text: str) -> None:
         t0 = time.monotonic()
         command = self.session.translate(text)
-        brief = command.get("mission_brief")
-        if brief:
-            self.say(f"  new method {brief['selector']}({', '.join(brief['args'])}): starting a cognitive cycle")
+        took = f"[parsed in {time.monotonic() - t0:.1f}s]"
+        kind = command.get("command")
+        if kind == "initiate_cognitive_cycle":
+            brief = command.get("mission_brief") or {}
+            self.say(f"  new method {brief.get('selector')}({', '.join(map(str, brief.get('args') or []))}):"
+                     " starting a cognitive cycle")
+        elif kind == "create_object":
+            self.say(f"  create_object(name={json.dumps(command.get('name'))}, "
+                     f"parents={','.join(command.get('parents') or [])})  {took}")
+        elif kind == "clone":
+            self.say(f"  clone({command.get('target_oid')}, name={json.dumps(command.get('name'))})  {took}")
         else:
-            self.say(f"  {command['selector']}({', '.join(json.dumps(a) for a in command['args'])})"
-                     f"  [parsed in {time.monotonic() - t0:.1f}s]")
+            args = ", ".join(json.dumps(a, ensure_ascii=False, default=repr) for a in command.get("args") or [])
+            self.say(f"  {command.get('selector')}({args})  {took}")
         self.send(command)
 
-    def send(self, command: dict) -> None:
-        reply = self.session.request(command, on_progress=self.progress)
+    def send(self, command: dict) -> dict | None:
+        try:
+            reply = self.session.request(command, on_progress=self.progress)
+        except TypeError as exc:    # ormsgpack.MsgpackEncodeError: a value msgpack cannot carry
+            self.say(f"! cannot send that: {exc}")
+            return None
         self.say(format_result(command, reply))
+        return reply
 
+    # -- slash commands ------------------------------------------------------------------
     def slash(self, line: str) -> None:
-        words = shlex.split(line)
+        words, note = split_words(line)
+        if note:
+            self.say(f"  {note}")
+        if not words:
+            return
         cmd, args = words[0], words[1:]
-        s = self.session
-        if cmd == "/help":
-            self.say(HELP)
-        elif cmd == "/objects":
-            for o in s.call("list_objects"):
-                self.say(f"  {o['oid']:<28} {o['name']}")
-        elif cmd == "/describe":
-            d = s.call("describe", target_oid=args[0] if args else s.target)
-            self.say(f"  {d['oid']} ({d['name']}), parents: {', '.join(d['parents']) or 'none'}")
-            for name, kind in d["slots"].items():
-                self.say(f"    slot   {name}: {kind}")
-            for m in d["methods"]:
-                self.say(f"    method {m['signature']}" + (f"  - {m['doc']}" if m["doc"] else ""))
-        elif cmd == "/target":
-            if not args:
-                self.say(f"  the target is {s.target}")
-                return
-            s.call("describe", target_oid=args[0])   # UnknownObject if it is not there
-            s.target = args[0]
-            self.say(f"  now talking to {s.target}")
-        elif cmd == "/send":
-            if not args:
-                self.say("  usage: /send selector [args…]")
-                return
-            self.send({"command": "send_message", "target_oid": s.target, "selector": args[0],
-                       "args": parse_args(args[1:]), "kwargs": {}})
-        elif cmd == "/log":
-            n = int(args[0]) if args and args[0].isdigit() else 10
-            if not self.log_path.exists():
-                self.say(f"  no log at {self.log_path}")
-                return
-            for line in self.log_path.read_text(errors="replace").splitlines()[-n:]:
-                e = json.loads(line)
-                what = e.get("state") or ""
-                self.say(f"  {time.strftime('%H:%M:%S', time.localtime(e.get('ts', 0)))} "
-                         f"{e.get('event'):<14} {what:<12} {e.get('selector') or e.get('source') or ''}")
-        else:
+        handler = SLASH.get(cmd)
+        if handler is None:
             self.say(f"  unknown command {cmd}; /help lists them")
+            return
+        handler(self, args)
+
+    def cmd_help(self, args: list[str]) -> None:
+        self.say(HELP)
+
+    def cmd_objects(self, args: list[str]) -> None:
+        objects = self.session.call("list_objects")
+        for o in objects if isinstance(objects, list) else []:
+            if isinstance(o, dict):
+                self.say(f"  {str(o.get('oid')):<28} {o.get('name')}")
+
+    def cmd_describe(self, args: list[str]) -> None:
+        d = self.session.call("describe", target_oid=args[0] if args else self.session.target)
+        if not isinstance(d, dict):
+            self.say(f"  an unexpected answer: {_short(d)}")
+            return
+        self.say(f"  {d.get('oid')} ({d.get('name')}), parents: {', '.join(map(str, d.get('parents') or [])) or 'none'}")
+        slots = d.get("slots") if isinstance(d.get("slots"), dict) else {}
+        for name, kind in slots.items():
+            self.say(f"    slot   {name}: {kind}")
+        for m in d.get("methods") or []:
+            if isinstance(m, dict):
+                self.say(f"    method {m.get('signature') or m.get('selector')}"
+                         + (f"  - {m['doc']}" if m.get("doc") else ""))
+
+    def cmd_target(self, args: list[str]) -> None:
+        s = self.session
+        if not args:
+            self.say(f"  the target is {s.target}")
+            return
+        s.call("describe", target_oid=args[0])   # UnknownObject if it is not there
+        s.target = args[0]
+        self.say(f"  now talking to {s.target}")
+
+    def cmd_send(self, args: list[str]) -> None:
+        if not args:
+            raise UsageError("usage: /send selector [args…]")
+        self.send({"command": "send_message", "target_oid": self.session.target, "selector": args[0],
+                   "args": parse_args(args[1:]), "kwargs": {}})
+
+    def cmd_new(self, args: list[str]) -> None:
+        self.send(new_object_command(args))
+
+    def cmd_clone(self, args: list[str]) -> None:
+        if len(args) > 2:
+            raise UsageError("usage: /clone [oid] [name]")
+        command = {"command": "clone", "target_oid": args[0] if args else self.session.target}
+        if len(args) > 1:
+            command["name"] = args[1]
+        self.send(command)
+
+    def cmd_self(self, args: list[str]) -> None:
+        self.show_self(quiet=False)
+
+    def show_self(self, quiet: bool) -> None:
+        """Genesis's ``display_yourself``, when genesis has it; ``quiet``: nothing otherwise."""
+        described = self.session.call("describe", target_oid=GENESIS)
+        methods = (described.get("methods") if isinstance(described, dict) else None) or []
+        if not any(isinstance(m, dict) and m.get("selector") == SELF_SELECTOR for m in methods):
+            if not quiet:
+                self.say(f"  {NO_SELF}")
+            return
+        command = {"command": "send_message", "target_oid": GENESIS, "selector": SELF_SELECTOR,
+                   "args": [], "kwargs": {}}
+        reply = self.session.request(command, on_progress=self.progress)
+        if reply is None:
+            return
+        result = reply.get("result") if isinstance(reply, dict) and reply.get("ok") else None
+        if isinstance(result, dict) and isinstance(result.get("value"), str):
+            self.say(result["value"])
+        else:
+            self.say(format_result(command, reply))
+
+    def cmd_log(self, args: list[str]) -> None:
+        if args and not (args[0].isascii() and args[0].isdigit()):
+            raise UsageError(f"usage: /log [n] (n a whole number, at most {MAX_LOG_LINES}); "
+                             f"not {_short(args[0], 40)}")
+        n = min(int(args[0]), MAX_LOG_LINES) if args else 10
+        if not self.log_path.exists():
+            self.say(f"  no log at {self.log_path}")
+            return
+        try:
+            lines, skipped = log_lines(self.log_path, n)
+        except OSError as exc:
+            self.say(f"! cannot read {self.log_path}: {exc}")
+            return
+        for line in lines:
+            self.say(line)
+        if skipped:
+            self.say(f"  ({skipped} line{'s' if skipped > 1 else ''} not readable as an event: "
+                     "half written, or not JSON)")
+        if not lines and not skipped:
+            self.say("  (no events yet)")
+
+
+SLASH = {"/help": Chat.cmd_help, "/objects": Chat.cmd_objects, "/describe": Chat.cmd_describe,
+         "/target": Chat.cmd_target, "/send": Chat.cmd_send, "/new": Chat.cmd_new,
+         "/clone": Chat.cmd_clone, "/self": Chat.cmd_self, "/log": Chat.cmd_log}

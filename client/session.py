@@ -6,7 +6,8 @@ import time
 from typing import Any, Callable
 
 from client.connection import Connection, KernelError, KernelUnavailable
-from client.translator import ParserModelUnavailable, Translator, find_parser_model, warn
+from client.translator import (ParserModelUnavailable, Translator, find_parser_model,
+                               object_command, validate, warn)
 
 
 class Session:
@@ -88,6 +89,11 @@ class Session:
         return self.translator
 
     def translate(self, text: str, methods: list[dict] | None = None) -> dict:
+        """The command for ``text``: a request for a new object or a copy is read without the
+        model (``object_command``); anything else goes to the parser model."""
+        command = self.object_request(text)
+        if command is not None:
+            return validate(command)
         if methods is None:
             if self.alive():
                 methods = self.methods()
@@ -95,3 +101,14 @@ class Session:
                 self.notify("the kernel is not answering: translating without the target's methods")
                 methods = []
         return self.get_translator().translate(text, self.target, methods)
+
+    def object_request(self, text: str) -> dict | None:
+        command = object_command(text, self.target)
+        if command and command["command"] == "clone" and command["target_oid"] != self.target:
+            # a named original: resolve it among the image's objects (a name, or an oid)
+            try:
+                objects = self.call("list_objects")
+            except (KernelError, KernelUnavailable):
+                return command
+            command = object_command(text, self.target, objects if isinstance(objects, list) else [])
+        return command

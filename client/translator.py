@@ -1,5 +1,11 @@
 """The Mission Brief Translator: natural language -> a command of the protocol.
 
+Requests for a new object ("make me a shopping list object", "create a new object
+called inventory") and for a copy ("clone this object", "make a copy of genesis called
+g2") are read by ``object_command``, a deterministic pre-parse of clear phrasings that
+runs before the model and needs none; they become ``create_object`` and ``clone``.
+Everything else goes to the model.
+
 The model decides only what it must (call or create, the selector, the
 arguments), under a grammar built with ``LlamaGrammar.from_json_schema``; the
 command around it is built here and validated with the protocol's pydantic
@@ -100,6 +106,94 @@ def _snake(name: str) -> str:
     return name[:p.MAX_SELECTOR_LEN]
 
 
+# -- object requests: a deterministic pre-parse, before the model --------------------------
+_POLITE = r"^(?:(?:please|ok|okay|now)[\s,]+)?(?:(?:can|could|would|will)\s+you\s+)?(?:please\s+)?"
+_NAMED = r"(?:\s+(?:called|named|as)\s+(?P<name>\"[^\"]{1,200}\"|'[^']{1,200}'|[\w.-]+(?:\s+[\w.-]+){0,3}))?"
+_END = r"\s*[.!]?$"
+_CREATE = re.compile(
+    _POLITE + r"(?:make|create|build|add|give)(?:\s+(?:me|us))?\s+(?:(?:a|an|one|another)\s+)?"
+    r"(?:(?:new|fresh|empty|blank)\s+)?(?:(?P<kind>[a-z][\w-]*(?:\s+[a-z][\w-]*){0,2})\s+)?object"
+    + _NAMED + _END, re.I)
+_CLONE = re.compile(
+    _POLITE + r"(?:(?P<clone>clone)|copy|duplicate|(?:make|create|give)(?:\s+(?:me|us))?\s+(?:a|another)\s+"
+    r"(?:copy|clone|duplicate)\s+of)"
+    r"(?:\s+(?P<this>this(?:\s+(?:object|one))?|it|yourself|the\s+(?:target|current\s+object))"
+    r"|\s+(?:the\s+)?(?P<ref>[\w.-]+)(?:\s+object)?)?" + _NAMED + _END, re.I)
+# words that say a method or a computation is meant, not an object's kind
+_NOT_KINDS = {"method", "methods", "function", "that", "which", "who", "returns", "return", "of", "for",
+              "to", "the", "this", "with", "copy", "clone", "and", "in", "on", "from", "python", "code"}
+
+
+def _object_name(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if raw[0] in "'\"" and raw[-1] == raw[0]:
+        return raw[1:-1].strip() or None
+    name = re.sub(r"\s+", "_", raw.strip()).lower()
+    return name[:200] or None
+
+
+def resolve_object(ref: str, objects: list[dict] | None) -> str | None:
+    """The oid ``ref`` names among ``objects`` ([{"oid", "name"}...]): an oid, an object's
+    name, or a name with ``_obj`` left off; None if none does."""
+    if objects is None:
+        return ref
+    refs = [o for o in objects if isinstance(o, dict)]
+    for o in refs:
+        if o.get("oid") == ref:
+            return ref
+    for o in refs:
+        if str(o.get("name", "")).lower() == ref.lower():
+            return o.get("oid")
+    for o in refs:
+        if o.get("oid") == f"{ref.lower()}_obj":
+            return o.get("oid")
+    return None
+
+
+def object_command(utterance: str, target: str, objects: list[dict] | None = None) -> dict | None:
+    """The ``create_object`` or ``clone`` command a clear request for an object says, or None
+    (the model decides).  ``objects`` ([{"oid", "name"}...]) resolves a named original; a
+    name that is no object there leaves the request to the model ("copy the list" may be a
+    method; after "clone" it is passed on, for the kernel to answer UnknownObject)."""
+    text = utterance.strip()
+    m = _CLONE.match(text)
+    if m:
+        original = target
+        if m.group("ref"):
+            original = resolve_object(m.group("ref"), objects)
+            if original is None and not m.group("clone"):
+                return None
+            original = original or m.group("ref")
+        command = {"command": "clone", "target_oid": original}
+        name = _object_name(m.group("name"))
+        if name:
+            command["name"] = name
+        return command
+    m = _CREATE.match(text)
+    if m:
+        kind = (m.group("kind") or "").lower()
+        if set(kind.split()) & _NOT_KINDS:
+            return None
+        command = {"command": "create_object", "parents": ["root_obj"], "slots": {}}
+        name = _object_name(m.group("name")) or _object_name(kind)
+        if name:
+            command["name"] = name
+        return command
+    return None
+
+
+def validate(command: dict) -> dict:
+    """``command``, checked against the protocol's model for it (when the protocol has one)."""
+    model = p.REQUESTS.get(command["command"])
+    if model is not None:
+        try:
+            model.model_validate(command)
+        except ValidationError as exc:
+            raise TranslationError(p.describe_validation_error(command["command"], exc)) from None
+    return command
+
+
 def find_parser_model(kernel_path: str | None = None, notify=lambda msg: None) -> Path:
     """The parser model's local path: HF_PARSER_REPO_ID + HF_PARSER_FILENAME (Hub download),
     else the kernel's managed copy, else the embedded Qwen GGUF.  LLAMA_MODEL_PATH still
@@ -176,11 +270,16 @@ class Translator:
         except (json.JSONDecodeError, ValidationError) as exc:
             raise TranslationError(f"the parser's answer was not a valid decision: {text[:200]!r}") from exc
 
-    def translate(self, utterance: str, target: str, methods: list[dict]) -> dict:
-        """The protocol command for ``utterance`` addressed to ``target``."""
+    def translate(self, utterance: str, target: str, methods: list[dict],
+                  objects: list[dict] | None = None) -> dict:
+        """The protocol command for ``utterance`` addressed to ``target``; ``objects`` (the
+        image's [{"oid", "name"}...]) resolves an object named in a request to copy."""
         utterance = utterance.strip()
         if not utterance:
             raise TranslationError("nothing to translate")
+        command = object_command(utterance, target, objects if objects is not None else [])
+        if command is not None:
+            return validate(command)
         decision = self.decide(utterance, methods)
         known = {m["selector"]: m for m in methods}
         selector = _snake(decision.selector)
@@ -198,11 +297,7 @@ class Translator:
             if examples:
                 brief["examples"] = examples
             command = {"command": "initiate_cognitive_cycle", "target_oid": target, "mission_brief": brief}
-        try:
-            p.REQUESTS[command["command"]].model_validate(command)
-        except ValidationError as exc:
-            raise TranslationError(p.describe_validation_error(command["command"], exc)) from None
-        return command
+        return validate(command)
 
 
 def warn(message: str) -> None:

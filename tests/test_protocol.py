@@ -11,7 +11,11 @@ SEED_PAYLOAD = {"command": "initiate_cognitive_cycle", "target_oid": "genesis_ob
 
 def test_seed_client_payload_without_id_validates():
     req = p.REQUESTS["initiate_cognitive_cycle"].model_validate(p.unpack(p.pack(SEED_PAYLOAD)))
-    assert req.id is None and req.stream is True
+    # no id: its progress events could not be matched, so only the final reply is sent
+    assert req.id is None and req.stream is None and req.streams is False
+    with_id = p.REQUESTS["ping"].model_validate({"command": "ping", "id": "x"})
+    asked = p.REQUESTS["ping"].model_validate({"command": "ping", "stream": True})
+    assert with_id.streams is True and asked.streams is True
     assert req.mission_brief.selector == "greet_by_name"
     assert req.mission_brief.args == ["name"]
 
@@ -54,3 +58,11 @@ def test_replies_have_the_contract_shape():
     assert err == {"id": None, "final": True, "ok": False, "error": {"type": "BadRequest", "message": "nope"}}
     ev = p.progress("r1", "state", state="IDLE", cycle_id="c")
     assert ev["final"] is False and ev["state"] == "IDLE"
+
+
+def test_the_seed_clients_intent_in_kwargs_becomes_the_intent():
+    brief = p.MissionBrief.model_validate({"type": "unhandled_message", "selector": "greet_me",
+                                           "args": [], "kwargs": {"intent": "Greet me as Architect"}})
+    assert brief.intent == "Greet me as Architect" and brief.kwargs == {}
+    kept = p.MissionBrief.model_validate({"selector": "f", "intent": "mine", "kwargs": {"intent": "x"}})
+    assert kept.intent == "mine" and kept.kwargs == {"intent": "x"}

@@ -49,6 +49,15 @@ class MethodFailed(Exception):
         self.details = {"exception": exception}
 
 
+class MethodNeeds(MethodFailed):
+    """The method sent ``self.<selector>(...)`` to a method its object does not have:
+    ``needs`` = {selector, caller, args, kwargs} (args and kwargs as plain trees)."""
+
+    def __init__(self, message: str, needs: dict):
+        super().__init__(message, exception="NotUnderstood")
+        self.needs = needs
+
+
 class MethodTimedOut(Exception):
     """The method ran past METHOD_TIMEOUT_S (its worker was stopped)."""
 
@@ -385,6 +394,10 @@ class SandboxPool:
             if reply.get("type") == "Timeout":
                 raise MethodTimedOut(message)
             exception = reply.get("exception")
+            needs = reply.get("needs")
+            if reply.get("type") == "NotUnderstood" and isinstance(needs, dict) and \
+                    isinstance(needs.get("selector"), str) and isinstance(needs.get("caller"), str):
+                raise MethodNeeds(message, needs)
             raise MethodFailed(message, exception=exception if isinstance(exception, str) else "")
         finally:
             self._release(worker, healthy)

@@ -15,6 +15,7 @@ beyond that shape.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -37,6 +38,38 @@ RECURSION_LIMIT = 1000    # how deep a method may recurse
 class Deadline(BaseException):
     """Raised by SIGALRM in a method past its time limit (a BaseException, so that
     ``except Exception`` in the method does not catch it)."""
+
+
+class NeedsMethod(BaseException):
+    """``self.name(...)`` called a method the object does not have: the call stops and the
+    kernel is told (a BaseException, so that ``except Exception`` in the method does not
+    swallow it)."""
+
+    def __init__(self, selector: str, caller: str, args: tuple, kwargs: dict):
+        super().__init__(selector)
+        self.selector, self.caller, self.args, self.kwargs = selector, caller, args, kwargs
+
+
+class _Missing:
+    """What ``self.name`` is, in a send, when the object has no such slot."""
+
+    __slots__ = ("selector", "caller")
+
+    def __init__(self, selector: str, caller: str):
+        self.selector, self.caller = selector, caller
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise NeedsMethod(self.selector, self.caller, args, kwargs)
+
+
+def _send(obj: Any, name: str, caller: str) -> Any:
+    """``self.name`` in ``self.name(...)`` inside the method ``caller``."""
+    if isinstance(obj, SlotSelf):
+        st = obj._st
+        if not (name in st.values or name in st.slots or name in st.methods or name in st.opaque) \
+                or name in st.deleted:
+            return _Missing(name, caller)
+    return restricted.guarded_getattr(obj, name)
 
 
 class CallState:
@@ -167,7 +200,8 @@ class Worker:
                 selector, source, label = self.sources[digest]
             except KeyError:
                 raise restricted.SandboxViolation(f"the kernel did not send method {digest}") from None
-            func = restricted.load_method(selector, source, label, _covenant)
+            func = restricted.load_method(selector, source, label, _covenant,
+                                          functools.partial(_send, caller=selector))
             self.functions[digest] = func
         return func
 
@@ -228,6 +262,17 @@ class Worker:
                               f"{', '.join(repr(n) for n in names)} without setting "
                               "self._p_changed = True; nothing was saved", "CovenantError")
             return {"ok": True, "value": value, "changes": changes, "deleted": deleted}
+        except NeedsMethod as need:
+            try:
+                call = {"selector": need.selector, "caller": need.caller,
+                        "args": plain.to_tree(list(need.args)), "kwargs": plain.to_tree(dict(need.kwargs))}
+            except plain.NotPlain as exc:
+                return _error("MethodError", f"{label}: self.{need.selector}(...) is not a method of "
+                              f"{req['oid']}, and its arguments are not plain data ({_short(exc)})",
+                              "AttributeError")
+            return {**_error("NotUnderstood", f"{label}: {req['oid']} does not understand "
+                             f"'{need.selector}' (called by {need.caller})", "NotUnderstood"),
+                    "needs": call}
         except Deadline:
             return _error("Timeout", f"{label} ran past its time limit of {req['timeout']:g}s",
                           "Timeout", recycle=True)
