@@ -3,6 +3,8 @@
 refused with BadRequest; the ``system`` view a method may ask for; the seed client's
 id-less flow; doesNotUnderstand inside methods with the embedded model; and the
 Two-Cycle Introspective Genesis."""
+import subprocess
+import sys
 import time
 
 import pytest
@@ -55,6 +57,14 @@ def test_created_and_cloned_objects_live_in_the_image_across_restarts(kernel):
         plain_clone = c.call("clone", target_oid="genesis_obj")
         assert plain_clone["name"] == "genesis copy"
     kernel.stop()
+    # the README's way to look inside a stopped image: ZODB's own tools
+    fs = str(kernel.home / "live_image.fs")
+    tail = subprocess.run([sys.executable, "-m", "ZODB.scripts.fstail", "-n", "30", fs],
+                          capture_output=True, text=True, timeout=60)
+    assert tail.returncode == 0 and "create_object" in tail.stdout and f"clone {oid}" in tail.stdout
+    refs = subprocess.run([sys.executable, "-m", "ZODB.scripts.fsrefs", fs], capture_output=True,
+                          text=True, timeout=60)
+    assert refs.returncode == 0 and refs.stdout == ""
     kernel.start()
     with kernel.connect() as c:
         assert c.call("send_message", target_oid=oid, selector="bump", args=[1]) == {"value": 4}
