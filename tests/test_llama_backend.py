@@ -165,3 +165,31 @@ def test_the_old_call_still_works_and_cancel_stops_it(fresh):
     assert gen.finish_reason == "cancelled" and gen.completion_tokens <= 1
     gen = fresh.chat(plan_messages(MISSIONS[1]), max_tokens=32, temperature=0.0, schema=PLAN_SCHEMA)
     assert gen.text.startswith("{") and gen.prompt_tokens > 50
+
+
+@pytest.mark.model
+def test_a_kept_state_evicted_while_keeping_another_is_not_restored(fresh):
+    """Keeping the live context can evict the kept state that best fits the next prompt
+    (the RAM budget is full): that state must not then be restored (it once raised
+    KeyError on every later call)."""
+    code0, plan0, code1 = code_messages(MISSIONS[0]), plan_messages(MISSIONS[0]), code_messages(MISSIONS[1])
+    probe = backend()
+    try:
+        probe.chat(code0, temperature=0.0, **CODE)
+        probe.chat(plan0, temperature=0.0, **PLAN)          # keeps code0's state
+        size_code = probe.prefix_states.bytes
+        probe.chat(code1, temperature=0.0, **CODE)          # keeps plan0's state too
+        size_plan = probe.prefix_states.bytes - size_code
+    finally:
+        probe.unload()
+    assert size_code > 0 and size_plan > 0
+    tight = backend(prefix_cache_bytes=size_code + size_plan // 2)
+    try:
+        tight.chat(code0, temperature=0.0, **CODE)
+        tight.chat(plan0, temperature=0.0, **PLAN)
+        # code0's state fits code1 best, but keeping plan0's state evicts it
+        assert tight.chat(code1, temperature=0.0, **CODE).text == fresh_answer(fresh, code1, **CODE)
+        assert tight.chat(plan0, temperature=0.0, **PLAN).text == fresh_answer(fresh, plan0, **PLAN)
+        assert len(tight.prefix_states) >= 1
+    finally:
+        tight.unload()

@@ -122,13 +122,15 @@ class PrefixStates:
         returns the reuse point (0 or more) when a kept state was restored, else -1."""
         t0 = time.perf_counter()
         try:
+            # keep the live context first: keeping it may drop a kept state it covers, so
+            # the best state to restore is chosen only after
+            if canonical - p_live >= self.min_tokens:
+                self._save(llm, tuple(llm.input_ids[:canonical].tolist()))
             best_key, best = None, p_live
             for key in self._states:
                 p = reuse_point(_common_prefix(key, tokens), len(tokens), llm.n_batch)
                 if p > best:
                     best_key, best = key, p
-            if canonical - p_live >= self.min_tokens:
-                self._save(llm, tuple(llm.input_ids[:canonical].tolist()))
             if best_key is None or best - p_live < self.min_tokens or not self._restore(llm, best_key):
                 return -1
             self.restores += 1
@@ -233,7 +235,14 @@ def _llama_class() -> Any:
             p = reuse_point(shared, len(tokens), self.n_batch)
             restored = -1
             if self.prefix_states is not None:
-                restored = self.prefix_states.prepare(self, tokens, canonical, p)
+                try:
+                    restored = self.prefix_states.prepare(self, tokens, canonical, p)
+                except Exception as exc:     # never let the cache stop a generation
+                    log.warning("llama.cpp prefix states failed (%s: %s); decoding the prompt whole",
+                                type(exc).__name__, exc)
+                    self.prefix_states.clear()
+                    self._ctx.kv_cache_seq_rm(-1, 0, -1)
+                    self.n_tokens, p, restored = 0, 0, -1
                 if restored >= 0:
                     p = restored
             self.n_tokens = min(self.n_tokens, p)   # llama-cpp-python's prefix match keeps these

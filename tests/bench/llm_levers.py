@@ -35,7 +35,7 @@ from batos.genesis import (DECOMPOSING_INSTRUCTIONS, PURE_RULE, STATEFUL_RULE,
                            SYNTHESIZING_INSTRUCTIONS)
 from batos.llm.base import code_block_closed
 from batos.llm.llama import LlamaBackend
-from batos.psm import PLAN_SCHEMA
+from batos.psm import PLAN_SCHEMA, plan_asks
 
 # (selector, argument names, the Architect's words)
 MISSIONS = [
@@ -75,6 +75,7 @@ def fields(selector: str, args: list[str], intent: str) -> dict:
             "params_hint": f"{len(args)} positional argument(s)",
             "allowed": ", ".join(sorted(guardian.ALLOWED_MODULES)),
             "context": "(none)", "skills": "(none)", "examples_line": "",
+            "knowledge_block": "", "skills_block": "", "plan_asks": plan_asks(True, True),
             "state_rule": STATEFUL_RULE if "total" in selector else PURE_RULE}
 
 
