@@ -223,6 +223,15 @@ class PingResult(_Model):
     sandbox: Optional[SandboxStatus] = None
 
 
+class CemScore(_Model):
+    """The Composite Entropy Metric of a cycle (README: the self-tuning loop)."""
+    score: float
+    relevance: float
+    novelty: float
+    diversity: float
+    similarity: Literal["embedding", "words"]
+
+
 class CycleResult(_Model):
     cycle_id: str
     state: Literal["COMPLETE", "FAILED"]
@@ -237,6 +246,7 @@ class CycleResult(_Model):
     persona: Optional[str] = None
     attempts: int = 1
     duration_s: Optional[float] = None
+    cem: Optional[CemScore] = None
 
 
 class TaughtCycle(_Model):

@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Optional
 from persistent.mapping import PersistentMapping
 from pydantic import BaseModel, Field, ValidationError
 
-from batos import guardian
+from batos import cem, guardian
 from batos.examples import Outcome, asks_for_state, choose
 from batos.genesis import PERSONA_PROTOTYPES, PURE_RULE, STATEFUL_RULE, state_oid
 from batos.image import ConflictsExhausted, ObjectNotFound
@@ -116,6 +116,9 @@ def plan_asks(queries: bool, examples: bool) -> str:
         return f"{ASK_QUERIES}, and {ASK_EXAMPLES.format(it='it')}"
     return ASK_QUERIES if queries else ASK_EXAMPLES.format(it="the method below")
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
+# the state machine object's tunable slots (the self-tuning loop may change them):
+# {slot -> (kind, lowest, highest)}; unset, a cycle uses the setting or constant
+TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_shown": (int, 0, 4)}
 
 
 # ------------------------------------------------------------------ the records
@@ -149,6 +152,7 @@ class Snapshot:
     states: Mapping[str, StateConf]       # {state -> its configuration}
     prompts: Mapping[str, str]            # {persona -> system prompt}
     replaced_examples: tuple = ()         # the examples of the method this cycle would replace
+    tuning: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # psm_obj tunables (TUNABLES)
 
 
 @dataclasses.dataclass
@@ -201,11 +205,14 @@ class CycleResult:
     phase: Optional[str] = None   # FAILED: generation, parsing, audit, examples, install, cycle, internal
     examples: list[dict] = dataclasses.field(default_factory=list)   # the chosen candidate's outcomes
     candidates: int = 0
+    cem: Optional[dict] = None          # the Composite Entropy Metric (batos/cem.py)
 
     def wire(self) -> dict:
         out = {"cycle_id": self.cycle_id, "state": self.state, "selector": self.selector,
                "transitions": self.transitions, "persona": self.persona, "attempts": self.attempts,
                "duration_s": self.duration_s, "examples": self.examples, "candidates": self.candidates}
+        if self.cem is not None:
+            out["cem"] = self.cem
         if self.source is not None:
             out["source"] = self.source
         if self.state == "FAILED":
@@ -399,9 +406,31 @@ class PrototypalStateMachine:
         event.update(step.data)
         self.emit(event)
 
+    def _cem(self, cycle: CognitiveCycle, complete: bool) -> Optional[dict]:
+        """The cycle's Composite Entropy Metric (batos/cem.py); None if it cannot be had."""
+        try:
+            embed = self.memory.embedder.encode if self.memory is not None else None
+            library: list[str] = []
+            if cycle.artifact:
+                if self.memory is not None:
+                    with self.image.reading() as s:
+                        library = [h["text"] for h in self.memory.search(s.root, cycle.artifact, 3, kind="method")]
+                elif cycle.snapshot is not None:
+                    library = [m.source for m in cycle.snapshot.methods if m.selector != cycle.selector]
+            outcomes = cycle.outcomes
+            tuning = cycle.snapshot.tuning if cycle.snapshot is not None else {}
+            return cem.score(complete=complete, mission=_mission_text(cycle), method=cycle.artifact,
+                             pass_rate=(sum(o.passed for o in outcomes) / len(outcomes)) if outcomes else None,
+                             library=library, candidates=[c.source for c in cycle.candidates if c.source],
+                             queries=cycle.queries, weights=tuning.get("cem_weights"), embed=embed)
+        except Exception as exc:      # a score must never change a cycle's outcome
+            log.warning("psm: no CEM for cycle %s: %s: %s", cycle.cycle_id, type(exc).__name__, exc)
+            return None
+
     def _finish(self, cycle: CognitiveCycle) -> CycleResult:
         result = cycle.result()
-        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": result.state,
+        result.cem = self._cem(cycle, True)
+        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": result.state, "cem": result.cem,
                    "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
                    "ts": time.time(), "duration_s": result.duration_s, "artifact": cycle.artifact,
                    "attempts": cycle.attempts, "reason": result.reason, "phase": result.phase,
@@ -417,7 +446,8 @@ class PrototypalStateMachine:
         failed = StepRecord("FAILED", cycle.attempts, time.time(), data={"reason": reason, "phase": phase})
         self._end(cycle, failed, None)
         result = cycle.result(reason, phase)
-        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED",
+        result.cem = self._cem(cycle, False)
+        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED", "cem": result.cem,
                    "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
                    "ts": time.time(), "duration_s": result.duration_s, "reason": reason, "phase": phase,
                    "attempts": cycle.attempts, "artifact": cycle.artifact,
@@ -457,8 +487,18 @@ class PrototypalStateMachine:
             replaced = target._slots.get(cycle.selector)
             replaced_examples = tuple((list(a), e) for a, e in getattr(replaced, "examples", None) or ()) \
                 if isinstance(replaced, Method) else ()
+            machine = objects.get("psm_obj")
+            tuning: dict[str, Any] = {}
+            if machine is not None:
+                for name, (kind, low, high) in TUNABLES.items():
+                    value = machine._slots.get(name)
+                    if isinstance(value, kind) and low <= value <= high:
+                        tuning[name] = value
+                weights = machine._slots.get("cem_weights")
+                if weights is not None:
+                    tuning["cem_weights"] = dict(weights)
         return Snapshot(persona, methods, types.MappingProxyType(slots), types.MappingProxyType(states),
-                        types.MappingProxyType(prompts), replaced_examples)
+                        types.MappingProxyType(prompts), replaced_examples, types.MappingProxyType(tuning))
 
     def _ask(self, cycle: CognitiveCycle, step: StepRecord, persona: str,
              messages: list[dict], schema: dict | None = None, **sampling: Any) -> Generation:
@@ -594,7 +634,7 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     sources: list[str] = []
     similarities: list[float] = []
     for h in hits:
-        if sum(len(p) for p in parts) + len(h["text"]) > CONTEXT_CHARS:
+        if sum(len(p) for p in parts) + len(h["text"]) > cycle.snapshot.tuning.get("context_chars", CONTEXT_CHARS):
             continue
         parts.append(h["text"])
         sources.append(h["source"])
@@ -608,7 +648,8 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         vectors = psm.memory.embedder.encode([_mission_text(cycle)] + [h["text"] for h in found])
         for h, v in zip(found, vectors[1:]):
             h["similarity"] = float(vectors[0] @ v)
-    skills = [h for h in found if h["similarity"] >= psm.settings.SKILL_MIN_COSINE][:SKILLS_SHOWN]
+    shown = cycle.snapshot.tuning.get("skills_shown", SKILLS_SHOWN)
+    skills = [h for h in found if h["similarity"] >= psm.settings.SKILL_MIN_COSINE][:shown]
     cycle.context = "\n\n".join(parts)
     cycle.skills = [h["text"].split("\n", 1)[1] if "\n" in h["text"] else h["text"] for h in skills]
     step.data.update(queries=cycle.queries, retrieved=len(hits), context_items=len(parts),
@@ -669,7 +710,8 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
     failed_examples = cycle.repair is not None and cycle.repair.admitted
     if failed_examples and cycle.examples:
-        extra = psm.settings.CYCLE_CANDIDATES - 1 - sum(c.temperature > 0 for c in cycle.candidates)
+        wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
+        extra = wanted - 1 - sum(c.temperature > 0 for c in cycle.candidates)
         for k in range(max(0, extra)):
             sampled = psm._ask(cycle, step, persona, first, temperature=psm.settings.CANDIDATE_TEMPERATURE,
                                seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + k + 1)
