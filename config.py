@@ -46,6 +46,12 @@ class Settings:
     # the Living Image
     DB_FILE: Path = Path("live_image.fs")
     BLOB_DIR: Path = Path("live_image.fs.blob")
+    # where the image lives (batos/storage.py): unset, the FileStorage above (one kernel);
+    # zeo://HOST:PORT or postgresql://USER@HOST:PORT/DB, one image shared by many kernels
+    DB_URI: str = ""
+    # this kernel's name where the image is shared (its log is metacognition-NAME.jsonl);
+    # empty: HOSTNAME-PORT of ZMQ_ENDPOINT
+    KERNEL_NAME: str = ""
     # the Synaptic Bridge (loopback or ipc only)
     ZMQ_ENDPOINT: str = "tcp://127.0.0.1:5555"
     MAX_MESSAGE_BYTES: int = 1 << 20
@@ -84,6 +90,10 @@ class Settings:
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     SKILL_MIN_COSINE: float = 0.5   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more
+    AUTOTELIC_INTERVAL_S: float = 3600.0   # the self-tuning loop's round, at most this often (0: off)
+    AUTOTELIC_IDLE_S: float = 60.0  # ... and only after this long without an Architect request
+    AUTOTELIC_PRACTICE: int = 3     # verified missions a proposal is practised on
+    AUTOTELIC_MIN_SPEEDUP: float = 0.15    # as many pass: adopted only if this much faster
     GENESIS: bool = True            # a new image writes display_yourself in two cycles at its first start
     NESTED_CYCLE_DEPTH: int = 2     # doesNotUnderstand inside methods: how deep methods written for a call may go
     NESTED_CYCLE_BUDGET: int = 4    # ... and how many cognitive cycles one request may start
@@ -137,7 +147,21 @@ class Settings:
 
     @property
     def log_path(self) -> Path:
+        if self.DB_URI.strip() and not self.DB_URI.strip().lower().startswith("file:") \
+                and self.METACOGNITION_LOG_FILE == Settings.METACOGNITION_LOG_FILE:
+            # kernels sharing an image (and maybe a home) each keep their own log
+            return self.path(Path(f"metacognition-{self.kernel_name}.jsonl"))
         return self.path(self.METACOGNITION_LOG_FILE)
+
+    @property
+    def kernel_name(self) -> str:
+        """KERNEL_NAME, else HOSTNAME-PORT of the endpoint (HOSTNAME-NAME for ipc://)."""
+        if self.KERNEL_NAME:
+            return self.KERNEL_NAME
+        import socket
+        tail = self.ZMQ_ENDPOINT.rsplit(":", 1)[-1] if self.ZMQ_ENDPOINT.startswith("tcp://") \
+            else Path(self.ZMQ_ENDPOINT[len("ipc://"):]).name
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{socket.gethostname()}-{tail}")[:64]
 
 
 
@@ -223,6 +247,11 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
                           "must be between 0 and 2")
     check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT")
+    from batos import storage   # the URI's grammar lives with the storages
+    storage.parse(s.DB_URI, s.HOME, s.DB_FILE, s.BLOB_DIR)
+    if s.KERNEL_NAME and not re.match(r"^[A-Za-z0-9._-]{1,64}$", s.KERNEL_NAME):
+        raise ConfigError(f"config: {ENV_PREFIX}KERNEL_NAME={s.KERNEL_NAME!r} may hold only letters, "
+                          "digits, '.', '_' and '-' (at most 64)")
     if s.LOG_LEVEL.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"config: {ENV_PREFIX}LOG_LEVEL={s.LOG_LEVEL!r} is not one of "
                           "DEBUG, INFO, WARNING, ERROR, CRITICAL")

@@ -73,6 +73,14 @@ async def handle_clone(kernel: "Kernel", req: p.Clone, progress: "Progress") -> 
     return await kernel.clone(req.target_oid, req.name)
 
 
+async def handle_list_adaptations(kernel: "Kernel", req: p.ListAdaptations, progress: "Progress") -> dict:
+    return await kernel.list_adaptations()
+
+
+async def handle_revert_adaptation(kernel: "Kernel", req: p.RevertAdaptation, progress: "Progress") -> dict:
+    return await kernel.revert_adaptation(req.id_)
+
+
 async def handle_shutdown(kernel: "Kernel", req: p.Shutdown, progress: "Progress") -> dict:
     kernel.shutdown.request("a shutdown request")
     return {"stopping": True}
@@ -92,5 +100,7 @@ HANDLERS: dict[str, Handler] = {
     "shutdown": Handler(handle_shutdown, while_stopping=True),
     "create_object": Handler(handle_create_object),
     "clone": Handler(handle_clone),
+    "list_adaptations": Handler(handle_list_adaptations),
+    "revert_adaptation": Handler(handle_revert_adaptation),
 }
 assert set(HANDLERS) == set(p.REQUESTS), "every protocol command needs a handler"

@@ -111,6 +111,8 @@ class Kernel:
         self._cancels: set[threading.Event] = set()                 # running cycles' stop flags
         self._queued_cycles = 0
         self._recent_cycles: collections.deque[dict] = collections.deque(maxlen=RECENT_CYCLES)
+        from batos.autotelic import Autotelic
+        self.autotelic = Autotelic(self)
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -122,6 +124,7 @@ class Kernel:
                             "image": self.image.path, "created": self.created_oids})
         self.knowledge.start(self.loop)
         self.shutdown.on_request(self._stop_cycles)
+        self.autotelic.start()
         self.loop.run_in_executor(None, self._check_models)
 
     def _check_models(self) -> None:
@@ -144,9 +147,10 @@ class Kernel:
         if self.metalog is not None:
             self.metalog.write(event)
         _narrate(event)
-        if event.get("event") == "cycle_end":
+        if event.get("event") == "cycle_end" and not event.get("practice"):
             self._recent_cycles.append({k: event.get(k) for k in
                                         ("cycle_id", "target", "selector", "state", "duration_s", "persona")})
+            self.knowledge.record_cycle(event)
         if event.get("event") == "state":
             for listener in self._listeners.get(event.get("cycle_id"), ()):
                 listener(event)
@@ -215,8 +219,12 @@ class Kernel:
         self._cycles[key] = fut
         return fut
 
+    def note_request(self, command: str) -> None:
+        self.autotelic.note_request(command)
+
     def _stop_cycles(self) -> None:
         """Shutdown: running cycles stop at their next step and end FAILED."""
+        self.autotelic.stop()
         for cancel in list(self._cancels):
             cancel.set()
 
@@ -516,6 +524,25 @@ class Kernel:
         obj._oid = oid
         objects[oid] = obj
         return {"oid": oid, "name": str(obj._slots.get("name", ""))}
+
+    async def list_adaptations(self) -> dict:
+        from batos import autotelic
+        return {"adaptations": await self.in_thread(lambda: self._read(lambda s: autotelic.list_adaptations(s.root)))}
+
+    async def revert_adaptation(self, adaptation_id: str) -> dict:
+        from batos import autotelic
+
+        def body(s: Session) -> dict:
+            try:
+                return autotelic.revert(s.root, adaptation_id)
+            except KeyError:
+                raise BadObject(f"revert_adaptation: no adaptation {adaptation_id!r} "
+                                "(list_adaptations shows them)") from None
+            except autotelic.BadProposal as exc:
+                raise BadObject(f"revert_adaptation: {exc}") from None
+        done = await self.in_thread(lambda: self.image.transact(body, note=f"revert adaptation {adaptation_id}"))
+        self.metalog.write({"event": "adaptation_reverted", "id": adaptation_id})
+        return done
 
     async def list_objects(self) -> list:
         def body(s: Session) -> list:

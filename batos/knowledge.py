@@ -89,6 +89,26 @@ class Knowledge:
         self.emit({"event": "codex_ingested", "version": codex.version(), "chunks": n,
                    "seconds": round(time.monotonic() - t0, 3)})
 
+    def record_cycle(self, event: dict) -> None:
+        """The record, read back: one summary per cycle in the memory (kind ``cycle``), so
+        later cycles can retrieve lessons from earlier ones (call on the loop)."""
+        if not self.enabled or self.pool is None or self.memory is None or event.get("practice"):
+            return
+        cem = event.get("cem") or {}
+        steps = ", ".join(f"{s.get('state')} {s.get('duration_s')}s" for s in event.get("steps") or [])
+        text = (f"Cycle {event.get('cycle_id')}: {event.get('target')}.{event.get('selector')} ended "
+                f"{event.get('state')} in {event.get('duration_s')}s, persona {event.get('persona')}, "
+                f"attempts {event.get('attempts')}, CEM {cem.get('score')}. Steps: {steps}."
+                + (f" Failed in {event.get('phase')}: {str(event.get('reason'))[:400]}"
+                   if event.get("state") == "FAILED" else ""))
+        source = f"cycle:{event.get('cycle_id')}"
+
+        def job() -> None:
+            chunks, vectors = self.memory.prepare(text)
+            self.image.transact(lambda s: self.memory.ingest(s.root, chunks, vectors, source, kind="cycle"),
+                                note=f"record {source}")
+        self._background(job, f"recording {source}")
+
     def learn(self, target_oid: str, selector: str, source: str, doc: str) -> None:
         """The skill library: an installed method is ingested (call on the loop)."""
         if not self.enabled or self.pool is None:

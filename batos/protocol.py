@@ -192,10 +192,33 @@ class Clone(Request):
     name: Optional[ObjectName] = None
 
 
+class ListAdaptations(Request):
+    """Extension: the self-tuning loop's adopted adaptations."""
+    command: Literal["list_adaptations"] = "list_adaptations"
+
+
+class RevertAdaptation(Request):
+    """Extension: undo an adopted adaptation, named by ``adaptation``; without it, the
+    request's ``id`` names it (``{"command": "revert_adaptation", "id": "<its id>"}``)."""
+    command: Literal["revert_adaptation"] = "revert_adaptation"
+    adaptation: Optional[Annotated[StrictStr, Field(min_length=1, max_length=64)]] = None
+
+    @model_validator(mode="after")
+    def _named(self) -> "RevertAdaptation":
+        if self.adaptation is None and not isinstance(self.id, str):
+            raise ValueError("name the adaptation: 'adaptation' (or the request's 'id') is its id")
+        return self
+
+    @property
+    def id_(self) -> str:
+        return self.adaptation if self.adaptation is not None else str(self.id)
+
+
 REQUESTS: dict[str, type[Request]] = {
     m.model_fields["command"].default: m
     for m in (Ping, InitiateCognitiveCycle, SendMessage, InstallMethod, Describe, ListObjects,
-              IngestKnowledge, SearchKnowledge, IngestLora, GetParserModel, Shutdown, CreateObject, Clone)
+              IngestKnowledge, SearchKnowledge, IngestLora, GetParserModel, Shutdown, CreateObject, Clone,
+              ListAdaptations, RevertAdaptation)
 }
 
 
@@ -328,6 +351,10 @@ class ParserModelResult(_Model):
     kind: str
 
 
+class AdaptationList(_Model):
+    adaptations: list[dict]
+
+
 class ShutdownResult(_Model):
     stopping: Literal[True]
 
@@ -338,6 +365,7 @@ RESULTS: dict[str, Any] = {
     "ingest_knowledge": IngestResult, "search_knowledge": SearchResult, "ingest_lora": LoraResult,
     "get_parser_model": ParserModelResult, "shutdown": ShutdownResult,
     "create_object": ObjectRef, "clone": ObjectRef,
+    "list_adaptations": AdaptationList, "revert_adaptation": dict,
 }
 assert set(RESULTS) == set(REQUESTS), "every protocol command needs a result model"
 

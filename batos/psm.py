@@ -643,7 +643,8 @@ def delegating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         found = psm.memory.search(s.root, _mission_text(cycle), SKILLS_SHOWN * 3, kind="method")
     # a skill only when it is really similar, and never one that keeps state for a mission
     # that keeps nothing (its pattern would be copied)
-    found = [h for h in found if not (cycle.pure and "_p_changed" in h["text"])]
+    own = f"method:{cycle.target_oid}.{cycle.selector}"    # the method this cycle would replace
+    found = [h for h in found if not (cycle.pure and "_p_changed" in h["text"]) and h["source"] != own]
     if found:   # the similarity of each to the mission itself (fused search ranks are not one)
         vectors = psm.memory.embedder.encode([_mission_text(cycle)] + [h["text"] for h in found])
         for h, v in zip(found, vectors[1:]):
@@ -664,7 +665,7 @@ def _delegating_without_memory(psm: PrototypalStateMachine, cycle: CognitiveCycl
     words = set(re.findall(r"[a-z]+", " ".join([_mission_text(cycle), *cycle.queries]).lower()))
     scored = []
     for m in cycle.snapshot.methods:
-        if cycle.pure and "_p_changed" in m.source:
+        if (cycle.pure and "_p_changed" in m.source) or m.selector == cycle.selector:
             continue
         text = f"{m.selector.replace('_', ' ')} {m.doc}".lower()
         scored.append((len(words & set(re.findall(r"[a-z]+", text))), m))
@@ -827,9 +828,17 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
 
 def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> None:
     report = cycle.report
+    adopted: dict = {}   # the method someone else installed while this cycle ran, if any
 
     def install(s: Any) -> None:
         target = s.get(cycle.target_oid)
+        present = target._slots.get(cycle.selector)
+        adopted.clear()    # a retry after a ConflictError checks again
+        if isinstance(present, Method) and present.installed_at > cycle.started_at \
+                and present.cycle_id != cycle.cycle_id:
+            # taught meanwhile (another kernel on a shared image, or the Architect): adopt it
+            adopted.update(source=present.source, cycle_id=present.cycle_id, origin=present.origin)
+            return
         target._install(cycle.selector, cycle.artifact, origin="cycle", cycle_id=cycle.cycle_id,
                         report=report, examples=[[o.args, o.expected] for o in cycle.outcomes if o.passed])
         s.root["cycles"][cycle.cycle_id] = PersistentMapping({
@@ -844,7 +853,10 @@ def complete(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecor
         psm.image.transact(install, note=f"cycle {cycle.cycle_id}: install {cycle.selector}")
     except (ObjectNotFound, ConflictsExhausted) as exc:
         raise InstallError(str(exc)) from exc
-    if psm.learned is not None:
+    if adopted:
+        cycle.artifact = adopted["source"]
+        step.data["adopted"] = {"cycle_id": adopted["cycle_id"], "origin": adopted["origin"]}
+    elif psm.learned is not None:
         psm.learned(cycle.target_oid, cycle.selector, cycle.artifact, report.doc)
     step.data["installed"] = cycle.selector
     return None

@@ -120,6 +120,9 @@ class Server:
             self._send(identity, self._error_reply(None, exc))
             return
         handler = self.handlers[req.command]
+        note = getattr(self.kernel, "note_request", None)
+        if note is not None:
+            note(req.command)     # the self-tuning loop waits for quiet, and yields to the Architect
         if self.shutdown.requested and not handler.while_stopping:
             self._send(identity, self._error_reply(rid, Busy("the kernel is shutting down")))
             return

@@ -70,7 +70,7 @@ class KernelProcess:
         # exercise it turn it on; the rest run the kernel without it
         # the Hub is off for every kernel under test: the embedded defaults must never need it
         env.update(BATOS_HOME=str(self.home), BATOS_ZMQ_ENDPOINT=self.endpoint,
-                   BATOS_MEMORY_ENABLED="0", BATOS_GENESIS="0", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
+                   BATOS_MEMORY_ENABLED="0", BATOS_GENESIS="0", BATOS_AUTOTELIC_INTERVAL_S="0", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
                    TRANSFORMERS_OFFLINE="1")
         env.update(self.extra_env)
         return env

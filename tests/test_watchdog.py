@@ -15,7 +15,7 @@ pytestmark = pytest.mark.process
 FAST = {"BATOS_WATCHDOG_HANG_TIMEOUT_S": "2", "BATOS_WATCHDOG_STABLE_S": "30",
         "BATOS_WATCHDOG_BACKOFF_MAX_S": "2", "BATOS_UPGRADE_POLL_S": "0.2",
         "BATOS_STOP_ASK_TIMEOUT_S": "3", "BATOS_STOP_TERM_TIMEOUT_S": "2", "BATOS_MEMORY_ENABLED": "0",
-        "BATOS_GENESIS": "0"}
+        "BATOS_GENESIS": "0", "BATOS_AUTOTELIC_INTERVAL_S": "0"}
 SHOUT = "def shout(self, t):\n    return t.upper() + '!'\n"
 
 

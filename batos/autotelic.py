@@ -1,0 +1,398 @@
+"""The self-tuning flywheel: the autotelic loop, and adaptations that are experiments.
+
+When the kernel is idle (no cycle running or waiting, no Architect request for
+``AUTOTELIC_IDLE_S``) and at most every ``AUTOTELIC_INTERVAL_S`` (0: never), the loop
+queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning`` on
+``alfred_prototype_obj`` on the cycle thread, like a cycle.  A round:
+
+1. reads the record back: ``metacognition.jsonl``'s cycles (not practice ones) give
+   pass rates, failure phases and reasons, time per state and CEM (``analyze``);
+2. asks ALFRED (its model, grammar-constrained JSON) for one change from a fixed
+   menu (``MENU``): a state's token budget, a rule added to a state's instructions
+   (reflective mutation from the failures read), a tunable of the state machine
+   object (candidates, context, skills shown), or a line added to a persona's
+   system prompt;
+3. evaluates it: a practice suite built from the system's own verified missions
+   (completed cycles whose method still keeps its examples) runs as real cycles with
+   the current configuration and with the proposed one, each on its own scratch copy
+   of the image (a ``DemoStorage`` over the live storage: nothing reaches the Living
+   Image);
+4. adopts it, in one transaction on the state objects, only if the practice score
+   improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster.
+
+Every round ends with one ``{"event": "adaptation", ...}`` line (the proposal, both
+scores, ``adopted``), and adopted ones are kept in the image (``list_adaptations``,
+``revert_adaptation``).  An Architect request during a round stops it (its practice
+cycle is cancelled between tokens) and nothing of it is applied.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import statistics
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from persistent.list import PersistentList
+from persistent.mapping import PersistentMapping
+
+from batos.genesis import PERSONA_PROTOTYPES, state_oid
+from batos.image import Image
+from batos.protocol import MissionBrief
+from batos.psm import TUNABLES, PrototypalStateMachine
+
+if TYPE_CHECKING:
+    from batos.kernel import Kernel
+
+log = logging.getLogger("batos.autotelic")
+TARGET = "alfred_prototype_obj"
+SELECTOR = "analyze_metacognitive_log_and_propose_fine_tuning"
+CHECK_EVERY_S = 2.0
+RULE_MAX = 300
+TUNED_STATES = ("DECOMPOSING", "SYNTHESIZING")
+
+# what a proposal may change: kind -> what ``target`` names
+MENU = {
+    "max_tokens": "DECOMPOSING or SYNTHESIZING: the state's token budget (value: 64 to 1024)",
+    "instructions": "DECOMPOSING or SYNTHESIZING: one rule added to the state's instructions (value: "
+                    "the rule, one line)",
+    "tuning": "candidates (1 to 6: methods compared once one fails), context_chars (0 to 4000: "
+              "memory shown), or skills_shown (0 to 4: similar methods shown) (value: a number)",
+    "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
+                     "(value: the line)",
+}
+PROPOSAL_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string", "enum": list(MENU)},
+        "target": {"type": "string", "enum": [*TUNED_STATES, *TUNABLES, *PERSONA_PROTOTYPES]},
+        "value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": RULE_MAX}]},
+        "why": {"type": "string", "maxLength": 300},
+    },
+    "required": ["kind", "target", "value", "why"],
+}
+
+
+class Preempted(Exception):
+    """An Architect request arrived: the round stops and applies nothing."""
+
+
+class BadProposal(ValueError):
+    """A proposal outside the menu."""
+
+
+# ------------------------------------------------------------------ the record
+
+def read_events(path: Path, limit: int = 20000) -> list[dict]:
+    """The log's events (the last ``limit``), skipping lines that do not parse."""
+    if not path.exists():
+        return []
+    lines = collections.deque(path.open(errors="replace"), maxlen=limit)
+    out = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            out.append(event)
+    return out
+
+
+def analyze(events: list[dict]) -> dict:
+    """Pass rate, failures, time per state and CEM of the real (not practice) cycles."""
+    ends = [e for e in events if e.get("event") == "cycle_end" and not e.get("practice")]
+    steps = [e for e in events if e.get("event") == "state" and not e.get("practice")]
+    per_state: dict[str, list[float]] = collections.defaultdict(list)
+    for e in steps:
+        if isinstance(e.get("duration_s"), (int, float)):
+            per_state[str(e.get("state"))].append(float(e["duration_s"]))
+    failed = [e for e in ends if e.get("state") == "FAILED"]
+    scores = [e["cem"]["score"] for e in ends if isinstance(e.get("cem"), dict)]
+    return {
+        "cycles": len(ends),
+        "pass_rate": round(1 - len(failed) / len(ends), 3) if ends else None,
+        "median_cycle_s": round(statistics.median(e.get("duration_s") or 0 for e in ends), 2) if ends else None,
+        "failure_phases": dict(collections.Counter(str(e.get("phase")) for e in failed)),
+        "recent_failures": [f"{e.get('selector')}: {str(e.get('reason'))[:200]}" for e in failed[-5:]],
+        "mean_state_s": {k: round(statistics.fmean(v), 2) for k, v in per_state.items()},
+        "mean_attempts": round(statistics.fmean(e.get("attempts") or 1 for e in ends), 2) if ends else None,
+        "mean_cem": round(statistics.fmean(scores), 3) if scores else None,
+    }
+
+
+# ------------------------------------------------------------------ proposals
+
+def check_proposal(p: dict) -> dict:
+    """A proposal inside the menu, normalised; BadProposal otherwise."""
+    kind, target, value = p.get("kind"), p.get("target"), p.get("value")
+    if kind == "max_tokens" and target in TUNED_STATES and isinstance(value, int) and 64 <= value <= 1024:
+        pass
+    elif kind == "instructions" and target in TUNED_STATES and isinstance(value, str) and value.strip():
+        value = " ".join(value.split())[:RULE_MAX]
+        if "{" in value or "}" in value:
+            raise BadProposal("a rule may not contain braces (the instructions are a template)")
+    elif kind == "tuning" and target in TUNABLES and isinstance(value, int) and \
+            TUNABLES[target][1] <= value <= TUNABLES[target][2]:
+        pass
+    elif kind == "system_prompt" and target in PERSONA_PROTOTYPES and isinstance(value, str) and value.strip():
+        value = " ".join(value.split())[:RULE_MAX]
+    else:
+        raise BadProposal(f"not a change the menu offers: {json.dumps(p)[:300]}")
+    return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
+
+
+def _slot(kind: str, target: str) -> tuple[str, str]:
+    """(oid, slot) a proposal changes."""
+    if kind == "max_tokens":
+        return state_oid(target), "max_tokens"
+    if kind == "instructions":
+        return state_oid(target), "instructions"
+    if kind == "tuning":
+        return "psm_obj", target
+    return PERSONA_PROTOTYPES[target][0], "system_prompt"
+
+
+def apply(root: Any, proposal: dict) -> dict:
+    """Change the state objects in ``root`` (in the caller's transaction); returns the
+    ``before`` record that ``restore`` takes back."""
+    oid, slot = _slot(proposal["kind"], proposal["target"])
+    obj = root["objects"][oid]
+    present = slot in obj._slots
+    old = obj._slots.get(slot)
+    if proposal["kind"] in ("instructions", "system_prompt"):
+        new = f"{str(old or '').rstrip()}\n- {proposal['value']}" if proposal["kind"] == "instructions" \
+            else f"{str(old or '').rstrip()}\n{proposal['value']}"
+    else:
+        new = proposal["value"]
+    setattr(obj, slot, new)
+    return {"oid": oid, "slot": slot, "present": present, "value": old}
+
+
+def restore(root: Any, before: dict) -> None:
+    obj = root["objects"][before["oid"]]
+    if before["present"]:
+        setattr(obj, before["slot"], before["value"])
+    elif before["slot"] in obj._slots:
+        delattr(obj, before["slot"])
+
+
+# ------------------------------------------------------------------ the loop
+
+class Autotelic:
+    def __init__(self, kernel: "Kernel"):
+        self.kernel = kernel
+        self.settings = kernel.settings
+        self.last_request = time.monotonic()
+        self.last_round = time.monotonic()
+        self.cancel: Optional[threading.Event] = None    # the running round's
+        self.rounds = 0
+        self._task: Optional[asyncio.Task] = None
+
+    # -- the kernel tells it ----------------------------------------------------------
+    def note_request(self, command: str) -> None:
+        """An Architect request: not idle any more, and a running round stops."""
+        if command in ("ping", "list_adaptations", "get_parser_model", "describe", "list_objects",
+                       "search_knowledge"):
+            return
+        self.last_request = time.monotonic()
+        if self.cancel is not None and not self.cancel.is_set():
+            log.info("autotelic: an Architect request (%s) preempts the round", command)
+            self.cancel.set()
+
+    def start(self) -> None:
+        if self.settings.AUTOTELIC_INTERVAL_S > 0:
+            self._task = asyncio.ensure_future(self._loop())
+
+    def stop(self) -> None:
+        if self.cancel is not None:
+            self.cancel.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    def idle(self) -> bool:
+        k = self.kernel
+        return (k._queued_cycles == 0 and not k._cancels
+                and time.monotonic() - self.last_request >= self.settings.AUTOTELIC_IDLE_S)
+
+    async def _loop(self) -> None:
+        while not self.kernel.shutdown.requested:
+            await asyncio.sleep(CHECK_EVERY_S)
+            if time.monotonic() - self.last_round >= self.settings.AUTOTELIC_INTERVAL_S and self.idle():
+                self.last_round = time.monotonic()
+                try:
+                    await self.run_round()
+                except Exception as exc:    # a round never stops the kernel
+                    log.warning("autotelic: the round failed: %s: %s", type(exc).__name__, exc)
+
+    # -- a round ------------------------------------------------------------------------
+    async def run_round(self, proposal: Optional[dict] = None) -> dict:
+        """One round on the cycle thread (like a cycle); its ``adaptation`` record.
+        ``proposal``: evaluate this one instead of asking ALFRED (tests, the benchmark)."""
+        cancel = threading.Event()
+        self.cancel = cancel
+        self.kernel._queued_cycles += 1       # the Architect's cycles queue behind it
+        try:
+            return await self.kernel.cycle_threads.submit(lambda: self._round(cancel, proposal))
+        finally:
+            self.kernel._queued_cycles -= 1
+            self.cancel = None
+            self.rounds += 1
+
+    def _round(self, cancel: threading.Event, given: Optional[dict]) -> dict:
+        k = self.kernel
+        record: dict[str, Any] = {"event": "adaptation", "id": uuid.uuid4().hex[:10], "ts": time.time(),
+                                  "target": TARGET, "selector": SELECTOR, "adopted": False}
+        t0 = time.monotonic()
+        try:
+            analysis = analyze(read_events(self.settings.log_path))
+            record["analysis"] = analysis
+            proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel)
+            record["proposal"] = proposal
+            suite = self.practice_suite()
+            record["practice"] = [m.selector for m in suite]
+            if not suite:
+                record["outcome"] = "no verified missions with examples to practise on yet"
+                return self._end(record, t0)
+            current = self._practise(suite, None, cancel, record["id"])
+            proposed = self._practise(suite, proposal, cancel, record["id"])
+            record["scores"] = {"current": current, "proposed": proposed}
+            if wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
+                if cancel.is_set():
+                    raise Preempted("an Architect request arrived")
+                record["before"] = k.image.transact(lambda s: self._adopt(s, record, proposal),
+                                                    note=f"adaptation {record['id']}")
+                record["adopted"] = True
+                record["outcome"] = "adopted: the practice score improved"
+            else:
+                record["outcome"] = "not adopted: the practice score did not improve"
+        except Preempted as exc:
+            record["outcome"] = f"abandoned: {exc}; nothing applied"
+        except BadProposal as exc:
+            record["outcome"] = f"no valid proposal: {exc}"
+        except Exception as exc:
+            record["outcome"] = f"failed: {type(exc).__name__}: {exc}"[:500]
+            log.warning("autotelic: round %s: %s", record["id"], record["outcome"])
+        return self._end(record, t0)
+
+    def _end(self, record: dict, t0: float) -> dict:
+        record["seconds"] = round(time.monotonic() - t0, 1)
+        self.kernel._emit_threadsafe(dict(record))
+        log.info("autotelic: round %s: %s", record["id"], record.get("outcome"))
+        return record
+
+    def _propose(self, analysis: dict, cancel: threading.Event) -> dict:
+        """ALFRED's one change, from the analysis (grammar-constrained JSON)."""
+        k = self.kernel
+        with k.image.reading() as s:
+            system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
+        menu = "\n".join(f"- kind {kind}: target {what}" for kind, what in MENU.items())
+        prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
+                  f"or finish faster. The record:\n{json.dumps(analysis, indent=1)[:3000]}\n\n"
+                  f"Propose exactly one change from this menu:\n{menu}\n"
+                  "Prefer a change that answers the most common failure. Answer in JSON with kind, "
+                  "target, value and why.")
+        gen = k.psm.models.complete("ALFRED", [{"role": "system", "content": system},
+                                           {"role": "user", "content": prompt}],
+                                self.settings.PLAN_MAX_TOKENS + 96, grammar=PROPOSAL_SCHEMA, cancel=cancel)
+        if cancel.is_set():
+            raise Preempted("an Architect request arrived")
+        try:
+            return check_proposal(json.loads(gen.text))
+        except json.JSONDecodeError as exc:
+            raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
+
+    def practice_suite(self) -> list[MissionBrief]:
+        """The latest verified missions: completed cycles whose method still keeps examples."""
+        out: list[MissionBrief] = []
+        seen: set[tuple[str, str]] = set()
+        with self.kernel.image.reading() as s:
+            cycles = s.root["cycles"]
+            records = sorted(cycles.values(), key=lambda c: -float(c.get("finished_at") or 0))
+            for c in records:
+                key = (str(c.get("target")), str(c.get("selector")))
+                if key in seen or key[0] != "genesis_obj":
+                    continue
+                seen.add(key)
+                found = s.get(key[0])._slots.get(key[1])
+                examples = [[list(a), e] for a, e in (getattr(found, "examples", None) or [])]
+                if not examples:
+                    continue
+                try:
+                    mission = MissionBrief.model_validate({**dict(c.get("mission") or {}),
+                                                           "examples": examples[:6]})
+                except Exception:
+                    continue
+                out.append(mission)
+                if len(out) >= self.settings.AUTOTELIC_PRACTICE:
+                    break
+        return out
+
+    def _practise(self, suite: list[MissionBrief], proposal: Optional[dict], cancel: threading.Event,
+                  round_id: str) -> dict:
+        """Run the suite as real cycles on a scratch copy of the image (with ``proposal``
+        applied there); its pass count and median cycle time."""
+        import ZODB
+        from ZODB.DemoStorage import DemoStorage
+        k = self.kernel
+        db = ZODB.DB(DemoStorage(base=k.image.db.storage, close_base_on_close=False), pool_size=4)
+        scratch = Image(db, f"scratch of {k.image.path}", k.image.blob_dir)
+        try:
+            if proposal is not None:
+                scratch.transact(lambda s: apply(s.root, proposal), note="proposal")
+            emit: Callable[[dict], None] = lambda e: k._emit_threadsafe(
+                {**e, "practice": round_id, "config": "proposed" if proposal else "current"})
+            psm = PrototypalStateMachine(scratch, k.psm.models, self.settings, emit=emit, runner=k._try_threadsafe)
+            psm.memory = k.psm.memory
+            passed, seconds = 0, []
+            for i, mission in enumerate(suite):
+                if cancel.is_set():
+                    raise Preempted("an Architect request arrived")
+                result = psm.run(f"{round_id}-{'p' if proposal else 'c'}{i}", "genesis_obj", mission, cancel)
+                if cancel.is_set():
+                    raise Preempted("an Architect request arrived")
+                passed += result.state == "COMPLETE" and all(e.get("passed") for e in result.examples)
+                seconds.append(result.duration_s)
+            return {"passed": passed, "missions": len(suite), "median_s": round(statistics.median(seconds), 2)}
+        finally:
+            scratch.close()
+
+    @staticmethod
+    def _adopt(s: Any, record: dict, proposal: dict) -> dict:
+        before = apply(s.root, proposal)
+        adaptations = s.root["batos"].get("adaptations")
+        if adaptations is None:
+            adaptations = s.root["batos"]["adaptations"] = PersistentList()
+        adaptations.append(PersistentMapping({
+            "id": record["id"], "ts": record["ts"], "proposal": dict(proposal), "before": dict(before),
+            "scores": json.loads(json.dumps(record.get("scores"))), "reverted": False}))
+        return before
+
+
+def wins(proposed: dict, current: dict, min_speedup: float) -> bool:
+    """More missions pass, or as many pass and the median cycle is ``min_speedup`` faster."""
+    if proposed["passed"] != current["passed"]:
+        return proposed["passed"] > current["passed"]
+    return proposed["median_s"] < (1 - min_speedup) * current["median_s"]
+
+
+def list_adaptations(root: Any) -> list[dict]:
+    return [json.loads(json.dumps(dict(a), default=str)) for a in root["batos"].get("adaptations") or ()]
+
+
+def revert(root: Any, adaptation_id: str) -> dict:
+    """Undo an adopted adaptation (its slot gets back the value it had before)."""
+    for a in root["batos"].get("adaptations") or ():
+        if a["id"] == adaptation_id:
+            if a["reverted"]:
+                raise BadProposal(f"adaptation {adaptation_id} is already reverted")
+            restore(root, dict(a["before"]))
+            a["reverted"] = True
+            a["reverted_at"] = time.time()
+            return json.loads(json.dumps(dict(a), default=str))
+    raise KeyError(adaptation_id)

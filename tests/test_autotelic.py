@@ -1,0 +1,132 @@
+"""The self-tuning loop's mechanics: idle detection, preemption by an Architect request,
+a proposal adopted when it wins and refused when it loses, revert, and evaluations that
+write nothing to the Living Image.  ScriptedModel stands in for the LLM (a scripted
+answer per call); the kernel, its image, DemoStorage scratch copies and the sandbox are
+real."""
+import json
+import threading
+import time
+
+import pytest
+
+import config
+from batos import autotelic
+from batos.protocol import MissionBrief
+from tests.conftest import InProcessKernel
+from tests.scripted import ScriptedModel
+
+pytestmark = pytest.mark.process
+
+RIGHT = '```python\ndef double(self, n):\n    """Twice n."""\n    return n * 2\n```'
+WRONG = '```python\ndef double(self, n):\n    """Twice n."""\n    return n + 2\n```'
+PROPOSAL = {"kind": "tuning", "target": "candidates", "value": 2, "why": "test"}
+
+
+@pytest.fixture
+def kernel(tmp_path):
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_IDLE_S": "0.2", "BATOS_AUTOTELIC_PRACTICE": "1"}))
+    # one verified mission to practise on: double, with its examples kept
+    k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=[RIGHT])
+    brief = MissionBrief(selector="double", args=["n"], intent="return twice n", examples=[[[2], 4], [[5], 10]])
+    assert k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"] == "COMPLETE"
+    yield k
+    k.close()
+
+
+def round_(k, proposal=PROPOSAL, methods=()):
+    k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=list(methods))
+    return k.loop.run_until_complete(k.kernel.autotelic.run_round(proposal))
+
+
+def live_state(k):
+    with k.image.reading() as s:
+        return s.get("psm_obj")._slots.get("candidates"), k.image.db.storage.lastTransaction()
+
+
+def events(tmp_path, kind):
+    return [json.loads(x) for x in (tmp_path / "metacognition.jsonl").read_text().splitlines()
+            if f'"event": "{kind}"' in x]
+
+
+def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
+    assert kernel.kernel.autotelic.practice_suite()[0].selector == "double"
+    record = round_(kernel, methods=[WRONG, RIGHT])      # current config fails, proposed passes
+    assert record["adopted"] is True, record
+    assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
+    assert live_state(kernel)[0] == 2
+    listed = kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"]
+    assert [a["id"] for a in listed] == [record["id"]] and listed[0]["proposal"]["value"] == 2
+    kernel.loop.run_until_complete(kernel.kernel.revert_adaptation(record["id"]))
+    assert live_state(kernel)[0] is None
+    assert kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"][0]["reverted"]
+    logged = events(tmp_path, "adaptation")
+    assert logged[-1]["id"] == record["id"] and logged[-1]["adopted"] is True
+    # practice cycles are logged as such and never counted as the Architect's
+    practice = [e for e in events(tmp_path, "cycle_end") if e.get("practice")]
+    assert len(practice) == 2 and {e["config"] for e in practice} == {"current", "proposed"}
+    assert autotelic.analyze(autotelic.read_events(tmp_path / "metacognition.jsonl"))["cycles"] == 1
+
+
+def test_a_proposal_that_loses_is_refused_and_the_evaluation_writes_nothing(kernel, tmp_path):
+    before = live_state(kernel)
+    record = round_(kernel, methods=[RIGHT, WRONG])      # current passes, proposed fails
+    assert record["adopted"] is False and "did not improve" in record["outcome"], record
+    assert live_state(kernel) == before                  # not one transaction on the live image
+    with kernel.image.reading() as s:
+        assert s.get("genesis_obj")._slots["double"].source.strip().endswith("return n * 2")
+    # as many pass and not faster: nothing adopted either
+    assert round_(kernel, methods=[RIGHT, RIGHT])["adopted"] is False
+    assert live_state(kernel) == before
+
+
+def test_a_proposal_outside_the_menu_is_refused():
+    for bad in ({"kind": "tuning", "target": "candidates", "value": 99},
+                {"kind": "max_tokens", "target": "ROBIN", "value": 100},
+                {"kind": "instructions", "target": "SYNTHESIZING", "value": "use {braces}"},
+                {"kind": "eval", "target": "x", "value": 1}):
+        with pytest.raises(autotelic.BadProposal):
+            autotelic.check_proposal(bad)
+    ok = autotelic.check_proposal({"kind": "instructions", "target": "SYNTHESIZING",
+                                   "value": "  Return   the value.  ", "why": "w"})
+    assert ok["value"] == "Return the value."
+
+
+def test_the_loop_waits_for_idle_and_an_architect_request_preempts_the_round(kernel, tmp_path):
+    a = kernel.kernel.autotelic
+    a.note_request("send_message")
+    assert not a.idle()
+    a.note_request("ping")                 # pings (the watchdog's, the client's) are not work
+    time.sleep(0.3)
+    assert a.idle()
+
+    started = threading.Event()
+
+    class Slow(ScriptedModel):
+        """Blocks in generation until the round is cancelled (as llama.cpp checks between tokens)."""
+        def complete(self, persona, messages, max_tokens, grammar=None, cancel=None, **kw):
+            started.set()
+            assert cancel is not None and cancel.wait(30)
+            return super().complete(persona, messages, max_tokens, grammar, cancel, **kw)
+
+    kernel.kernel.psm.models = Slow(plan={"queries": ["double"]}, methods=[RIGHT, RIGHT])
+    before = live_state(kernel)
+    threading.Thread(target=lambda: (started.wait(30), a.note_request("initiate_cognitive_cycle")),
+                     daemon=True).start()
+    record = kernel.loop.run_until_complete(a.run_round(PROPOSAL))
+    assert record["adopted"] is False and record["outcome"].startswith("abandoned"), record
+    assert live_state(kernel) == before
+    assert not a.idle()                    # the request that preempted it counts
+
+
+def test_an_adaptation_changes_what_the_next_cycle_reads(kernel):
+    """An adopted instruction rule reaches the prompt of the next cycle."""
+    rule = {"kind": "instructions", "target": "SYNTHESIZING", "value": "Never use recursion.", "why": "t"}
+    record = round_(kernel, rule, methods=[WRONG, RIGHT])
+    assert record["adopted"], record
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []},
+                          methods=['```python\ndef triple(self, n):\n    """3n."""\n    return 3 * n\n```'])
+    kernel.kernel.psm.models = model
+    kernel.loop.run_until_complete(kernel.kernel.run_cycle("genesis_obj", MissionBrief(selector="triple", args=["n"])))
+    assert "- Never use recursion." in model.calls[-1]["messages"][-1]["content"]
