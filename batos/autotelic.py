@@ -215,6 +215,15 @@ class Autotelic:
         if self._task is not None:
             self._task.cancel()
 
+    async def aclose(self) -> None:
+        self.stop()
+        if self._task is not None:
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
     def idle(self) -> bool:
         k = self.kernel
         return (k._queued_cycles == 0 and not k._cancels

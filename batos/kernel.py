@@ -570,6 +570,7 @@ class Kernel:
     # -- closing ----------------------------------------------------------------------
     async def close(self) -> None:
         """After a shutdown request and the server's drain: wait for cycles, then close."""
+        await self.autotelic.aclose()
         pending = [f for f in self._cycles.values() if not f.done()]
         if pending:
             await asyncio.wait(pending, timeout=self.settings.SHUTDOWN_TIMEOUT_S)
