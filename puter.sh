@@ -9,9 +9,11 @@
 #   ./puter.sh setup    create .venv and install requirements.txt (idempotent)
 #   ./puter.sh test     run the test suite (sets up first if needed); extra args go to pytest
 #   ./puter.sh bench    run the benchmarks in tests/bench/
+#   ./puter.sh stats    the record as a table, and a PNG (BATOS_HOME/stats.png)
 #   ./puter.sh kernel   run only the kernel in the foreground
 #   ./puter.sh client   run only the client (extra args go to python -m client)
 #   ./puter.sh watchdog run the watchdog in the foreground
+#   ./puter.sh zeo      run a ZEO server on this home's image (many kernels: BATOS_DB_URI=zeo://HOST:PORT)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -108,6 +110,9 @@ case "$cmd" in
     bench)
         setup
         exec "$PY" -m tests.bench "$@" ;;
+    stats)
+        setup
+        exec "$PY" -m batos.stats "$@" ;;
     kernel)
         setup
         exec "$PY" -m batos "$@" ;;
@@ -117,6 +122,9 @@ case "$cmd" in
     watchdog)
         setup
         exec "$PY" -m watchdog "$@" ;;
+    zeo)
+        setup
+        exec "$PY" -m batos.storage zeo "$@" ;;
     run)
         setup
         start_watchdog
@@ -143,7 +151,7 @@ case "$cmd" in
         touch "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log"
         exec tail -n 40 -F "$HOME_DIR/watchdog.log" "$HOME_DIR/kernel.log" ;;
     -h|--help|help)
-        sed -n '2,14p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
+        sed -n '2,15p' "$0" | grep '^#' | sed 's/^# \{0,1\}//' ;;
     *)
         say "unknown command '$cmd' (try: ./puter.sh help)"
         exit 2 ;;

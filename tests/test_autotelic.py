@@ -130,3 +130,27 @@ def test_an_adaptation_changes_what_the_next_cycle_reads(kernel):
     kernel.kernel.psm.models = model
     kernel.loop.run_until_complete(kernel.kernel.run_cycle("genesis_obj", MissionBrief(selector="triple", args=["n"])))
     assert "- Never use recursion." in model.calls[-1]["messages"][-1]["content"]
+
+
+@pytest.mark.model
+def test_a_real_round_with_the_embedded_model_ends_with_an_adaptation_event(make_kernel):
+    """The loop on a real kernel process: a verified mission, then quiet, then a round in
+    which ALFRED (the embedded model) proposes and the proposal is practised."""
+    k = make_kernel(env={"BATOS_AUTOTELIC_INTERVAL_S": "1", "BATOS_AUTOTELIC_IDLE_S": "2",
+                         "BATOS_AUTOTELIC_PRACTICE": "1"})
+    with k.connect(timeout_s=600) as c:
+        result = c.call("initiate_cognitive_cycle", target_oid="genesis_obj", mission_brief={
+            "selector": "to_upper", "args": ["text"], "intent": "return the text in upper case",
+            "examples": [[["ab"], "AB"], [["Bat os"], "BAT OS"]]})
+        assert result["state"] == "COMPLETE", result
+    rounds = k.wait_events(lambda ev: any(e["event"] == "adaptation" for e in ev), 600)
+    record = next(e for e in rounds if e["event"] == "adaptation")
+    assert record["selector"] == "analyze_metacognitive_log_and_propose_fine_tuning"
+    assert record["analysis"]["cycles"] >= 1 and "outcome" in record, record
+    if "proposal" in record:       # ALFRED's answer was a change from the menu
+        assert record["proposal"]["kind"] in autotelic.MENU
+        assert record["practice"] == ["to_upper"]
+        assert set(record["scores"]) == {"current", "proposed"}
+    with k.connect() as c:
+        adopted = c.call("list_adaptations")["adaptations"]
+        assert [a["id"] for a in adopted] == ([record["id"]] if record["adopted"] else [])

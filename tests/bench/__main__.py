@@ -364,12 +364,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=3000, help="sequential round trips per measure")
     ap.add_argument("--missions-hard", action="store_true",
                     help="only the forty harder missions of tests/missions_hard.py (about 30 min)")
+    ap.add_argument("--flywheel", action="store_true",
+                    help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
+    ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
+    ap.add_argument("--scale", action="store_true",
+                    help="only 1, 2 and 4 kernels on one ZEO / PostgreSQL image (tests/bench/scale.py; ~3 min)")
     ap.add_argument("--builds", action="store_true",
                     help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
     if args.missions_hard:
         result = bench_missions_hard()
         print(json.dumps(result))
+        return 0
+    if args.flywheel:
+        from tests.bench import flywheel
+        out = flywheel.run(args.rounds, 3)
+        flywheel.report(out)
+        print(json.dumps(out, default=str))
+        return 0
+    if args.scale:
+        from tests.bench import scale
+        out = scale.run()
+        scale.report(out)
+        print(json.dumps(out))
         return 0
     if args.builds:
         from tests.bench.llama_builds import compare, report
