@@ -32,6 +32,7 @@ import collections
 import json
 import logging
 import statistics
+import tempfile
 import threading
 import time
 import uuid
@@ -65,6 +66,8 @@ MENU = {
               "memory shown), or skills_shown (0 to 4: similar methods shown) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
+    "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
+            "on the system's successful missions (value: training steps, 10 to 400)",
 }
 PROPOSAL_SCHEMA = {
     "type": "object",
@@ -142,6 +145,8 @@ def check_proposal(p: dict) -> dict:
         pass
     elif kind == "system_prompt" and target in PERSONA_PROTOTYPES and isinstance(value, str) and value.strip():
         value = " ".join(value.split())[:RULE_MAX]
+    elif kind == "lora" and target in PERSONA_PROTOTYPES and isinstance(value, int) and 1 <= value <= 400:
+        pass
     else:
         raise BadProposal(f"not a change the menu offers: {json.dumps(p)[:300]}")
     return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
@@ -175,6 +180,13 @@ def apply(root: Any, proposal: dict) -> dict:
 
 
 def restore(root: Any, before: dict) -> None:
+    if "lora_persona" in before:          # an adopted adapter: the persona's previous one again
+        selected = root["models"].persona_loras
+        if before["value"] is None:
+            selected.pop(before["lora_persona"], None)
+        else:
+            selected[before["lora_persona"]] = before["value"]
+        return
     obj = root["objects"][before["oid"]]
     if before["present"]:
         setattr(obj, before["slot"], before["value"])
@@ -258,6 +270,7 @@ class Autotelic:
         record: dict[str, Any] = {"event": "adaptation", "id": uuid.uuid4().hex[:10], "ts": time.time(),
                                   "target": TARGET, "selector": SELECTOR, "adopted": False}
         t0 = time.monotonic()
+        workdir = tempfile.TemporaryDirectory(prefix="batos-round-")
         try:
             analysis = analyze(read_events(self.settings.log_path))
             record["analysis"] = analysis
@@ -268,12 +281,15 @@ class Autotelic:
             if not suite:
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
+            adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
             current = self._practise(suite, None, cancel, record["id"])
-            proposed = self._practise(suite, proposal, cancel, record["id"])
+            proposed = self._practise(suite, proposal, cancel, record["id"], adapter)
             record["scores"] = {"current": current, "proposed": proposed}
             if wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
                 if cancel.is_set():
                     raise Preempted("an Architect request arrived")
+                if adapter is not None:
+                    record["before"] = self._adopt_lora(proposal, adapter)
                 record["before"] = k.image.transact(lambda s: self._adopt(s, record, proposal),
                                                     note=f"adaptation {record['id']}")
                 record["adopted"] = True
@@ -287,6 +303,8 @@ class Autotelic:
         except Exception as exc:
             record["outcome"] = f"failed: {type(exc).__name__}: {exc}"[:500]
             log.warning("autotelic: round %s: %s", record["id"], record["outcome"])
+        finally:
+            workdir.cleanup()
         return self._end(record, t0)
 
     def _end(self, record: dict, t0: float) -> dict:
@@ -342,8 +360,48 @@ class Autotelic:
                     break
         return out
 
+    def successes(self, limit: int = 64) -> list[tuple[str, str]]:
+        """(prompt, answer) pairs from the latest completed cycles: the mission, the method."""
+        from batos.lora_train import prompt_of
+        pairs = []
+        with self.kernel.image.reading() as s:
+            records = sorted(s.root["cycles"].values(), key=lambda c: -float(c.get("finished_at") or 0))
+            for c in records[:limit]:
+                mission = dict(c.get("mission") or {})
+                if c.get("source") and mission.get("selector"):
+                    pairs.append((prompt_of(mission["selector"], str(mission.get("intent") or ""),
+                                            list(mission.get("args") or [])),
+                                  f"```python\n{str(c['source']).strip()}\n```"))
+        return pairs
+
+    def _train_lora(self, proposal: dict, record: dict, workdir: Any) -> tuple[str, Path]:
+        """Train the proposed adapter in a scratch directory (nothing stored yet)."""
+        from batos import lora_train
+        base = self.kernel.psm.models.transformers_path(proposal["target"])
+        if base is None:
+            raise BadProposal(f"{proposal['target']} runs on a GGUF model; a LoRA adapter needs a "
+                              "transformers model (PERSONA_MODELS)")
+        pairs = self.successes()
+        if len(pairs) < 2:
+            raise BadProposal(f"{len(pairs)} successful mission(s) in the record: too few to train on")
+        name = f"auto-{record['id']}"
+        out = Path(workdir.name) / name
+        record["training"] = lora_train.train(base, pairs, out, steps=int(proposal["value"]))
+        return name, out
+
+    def _adopt_lora(self, proposal: dict, adapter: tuple[str, Path]) -> dict:
+        """Store the winning adapter as a blob in the image and attach it to the persona."""
+        import shutil
+        k, persona = self.kernel, proposal["target"]
+        previous = k.models.lora_for(persona)
+        staging = self.settings.path(self.settings.LORA_STAGING_DIR)
+        staging.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(adapter[1], staging / adapter[0], dirs_exist_ok=True)
+        k.models.ingest_loras(adapter[0], persona)
+        return {"lora_persona": persona, "value": previous, "adapter": adapter[0]}
+
     def _practise(self, suite: list[MissionBrief], proposal: Optional[dict], cancel: threading.Event,
-                  round_id: str) -> dict:
+                  round_id: str, adapter: Optional[tuple[str, Path]] = None) -> dict:
         """Run the suite as real cycles on a scratch copy of the image (with ``proposal``
         applied there); its pass count and median cycle time."""
         import ZODB
@@ -352,11 +410,12 @@ class Autotelic:
         db = ZODB.DB(DemoStorage(base=k.image.db.storage, close_base_on_close=False), pool_size=4)
         scratch = Image(db, f"scratch of {k.image.path}", k.image.blob_dir)
         try:
-            if proposal is not None:
+            if proposal is not None and proposal["kind"] != "lora":
                 scratch.transact(lambda s: apply(s.root, proposal), note="proposal")
             emit: Callable[[dict], None] = lambda e: k._emit_threadsafe(
                 {**e, "practice": round_id, "config": "proposed" if proposal else "current"})
-            psm = PrototypalStateMachine(scratch, k.psm.models, self.settings, emit=emit, runner=k._try_threadsafe)
+            models = k.psm.models if adapter is None else _WithAdapter(k.psm.models, proposal["target"], adapter)
+            psm = PrototypalStateMachine(scratch, models, self.settings, emit=emit, runner=k._try_threadsafe)
             psm.memory = k.psm.memory
             passed, seconds = 0, []
             for i, mission in enumerate(suite):
@@ -373,7 +432,7 @@ class Autotelic:
 
     @staticmethod
     def _adopt(s: Any, record: dict, proposal: dict) -> dict:
-        before = apply(s.root, proposal)
+        before = record["before"] if proposal["kind"] == "lora" else apply(s.root, proposal)
         adaptations = s.root["batos"].get("adaptations")
         if adaptations is None:
             adaptations = s.root["batos"]["adaptations"] = PersistentList()
@@ -381,6 +440,21 @@ class Autotelic:
             "id": record["id"], "ts": record["ts"], "proposal": dict(proposal), "before": dict(before),
             "scores": json.loads(json.dumps(record.get("scores"))), "reverted": False}))
         return before
+
+
+class _WithAdapter:
+    """The models, with a LoRA adapter not yet adopted used for one persona (practice)."""
+
+    def __init__(self, models: Any, persona: str, adapter: tuple[str, Path]):
+        self.models, self.persona, self.adapter = models, persona, adapter
+
+    def complete(self, persona: str, messages: list[dict], max_tokens: int, **kw: Any) -> Any:
+        if persona == self.persona:
+            kw["adapter"] = self.adapter
+        return self.models.complete(persona, messages, max_tokens, **kw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.models, name)
 
 
 def wins(proposed: dict, current: dict, min_speedup: float) -> bool:

@@ -154,3 +154,59 @@ def test_a_real_round_with_the_embedded_model_ends_with_an_adaptation_event(make
     with k.connect() as c:
         adopted = c.call("list_adaptations")["adaptations"]
         assert [a["id"] for a in adopted] == ([record["id"]] if record["adopted"] else [])
+
+
+@pytest.fixture
+def tiny_kernel(tmp_path):
+    """A kernel whose personas all run on a tiny (random) transformers model, with two
+    verified missions in its record."""
+    from tests.test_models import make_tiny_model
+    tiny = make_tiny_model(tmp_path / "tiny", 3)
+    personas = json.dumps({p: str(tiny) for p in ("ALFRED", "BRICK", "ROBIN", "BABS")})
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path / "home"), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "1", "BATOS_PERSONA_MODELS": personas,
+        "BATOS_METHOD_MAX_TOKENS": "24", "BATOS_PLAN_MAX_TOKENS": "16"}))
+    real = k.kernel.psm.models
+    k.kernel.psm.models = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[
+        '```python\ndef triple(self, n):\n    """3n."""\n    return 3 * n\n```', RIGHT])
+    for selector, examples in (("triple", [[[1], 3]]), ("double", [[[2], 4]])):
+        brief = MissionBrief(selector=selector, args=["n"], intent=f"return {selector} n", examples=examples)
+        assert k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"] == "COMPLETE"
+    k.kernel.psm.models = real
+    yield k
+    k.close()
+
+
+LORA = {"kind": "lora", "target": "ALFRED", "value": 6, "why": "learn from the successes"}
+
+
+def test_a_lora_round_trains_on_the_record_and_attaches_nothing_when_it_does_not_win(tiny_kernel):
+    k = tiny_kernel
+    record = k.loop.run_until_complete(k.kernel.autotelic.run_round(LORA))
+    assert record["training"]["pairs"] == 2 and record["training"]["steps"] == 6, record
+    assert record["scores"]["proposed"]["missions"] == 1 and record["adopted"] is False, record
+    with k.image.reading() as s:
+        assert dict(s.root["models"].loras) == {} and dict(s.root["models"].persona_loras) == {}
+    # the practice used the trained adapter: the persona's backend has it loaded
+    assert record["id"] in str(k.kernel.models.backend_for("ALFRED").adapters)
+
+
+def test_a_winning_lora_is_stored_as_a_blob_attached_and_revertible(tiny_kernel, monkeypatch):
+    k = tiny_kernel
+    monkeypatch.setattr(autotelic, "wins", lambda proposed, current, speedup: True)   # the verdict only
+    record = k.loop.run_until_complete(k.kernel.autotelic.run_round(LORA))
+    assert record["adopted"] is True, record
+    name = f"auto-{record['id']}"
+    with k.image.reading() as s:
+        assert s.root["models"].persona_loras.get("ALFRED") == name
+        assert name in s.root["models"].loras
+    assert k.kernel.models.lora_for("ALFRED") == name
+    k.loop.run_until_complete(k.kernel.revert_adaptation(record["id"]))
+    assert k.kernel.models.lora_for("ALFRED") is None
+
+
+def test_a_lora_for_a_gguf_persona_is_refused_plainly(kernel):
+    kernel.kernel.psm.models = kernel.kernel.models      # the real models: ALFRED runs on the GGUF
+    record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round(LORA))
+    assert record["adopted"] is False and "needs a transformers model" in record["outcome"], record

@@ -156,6 +156,12 @@ class Models:
     def backend_for(self, persona: str) -> Backend:
         return self._backend(persona)[0]
 
+    def transformers_path(self, persona: str) -> Path | None:
+        """The directory of the persona's transformers model, or None when it runs on a
+        GGUF file (LoRA adapters need transformers)."""
+        backend = self.backend_for(persona)
+        return backend.path if isinstance(backend, TransformersBackend) else None
+
     def _backend(self, persona: str) -> tuple[Backend, float]:
         """(the persona's backend, seconds spent loading it now: 0 when it was resident)."""
         source = self.source_for(persona)
@@ -260,13 +266,18 @@ class Models:
     def complete(self, persona: str, messages: list[dict], max_tokens: int,
                  grammar: dict | None = None, cancel: threading.Event | None = None,
                  temperature: float | None = None, seed: int | None = None,
-                 stop_after_code: bool = False) -> Generation:
+                 stop_after_code: bool = False, adapter: tuple[str, Path] | None = None) -> Generation:
         """One answer; ``temperature`` and ``seed`` override the settings' for this call;
-        ``stop_after_code``: the answer ends when its first fenced code block closes."""
+        ``stop_after_code``: the answer ends when its first fenced code block closes;
+        ``adapter`` (name, directory): this LoRA adapter instead of the persona's (the
+        self-tuning loop's practice of an adapter not yet adopted)."""
         backend, load_seconds = self._backend(persona)
-        lora = self.lora_for(persona)
+        lora = self.lora_for(persona) if adapter is None else adapter[0]
         if isinstance(backend, TransformersBackend):
-            backend.use_adapter(lora, self._lora_path(lora) if lora else None)
+            if adapter is not None:
+                backend.use_adapter(adapter[0], adapter[1])
+            else:
+                backend.use_adapter(lora, self._lora_path(lora) if lora else None)
         elif lora:
             raise GenerationError(f"{persona} has the LoRA adapter {lora!r}, but its model is a GGUF "
                                   "file; LoRA adapters need a transformers model")
