@@ -113,11 +113,17 @@ def split_words(line: str) -> tuple[list[str], str | None]:
 
 
 def clean_line(line: str) -> tuple[str, str | None]:
-    """The line without control characters (tab becomes a space), and a note if any went."""
-    line = line.replace("\t", " ")
-    cleaned = _CONTROL.sub("", line)
-    note = "(control characters removed)" if cleaned != line else None
-    return cleaned.strip(), note
+    """The line without control characters (tab becomes a space) and with bytes that were
+    not UTF-8 (the prompt's lone surrogates) as "?", and a note saying what changed."""
+    notes = []
+    text = line.encode("utf-8", "replace").decode("utf-8")
+    if text != line:
+        notes.append("bytes that are not UTF-8 replaced with ?")
+    text = text.replace("\t", " ")
+    cleaned = _CONTROL.sub("", text)
+    if cleaned != text:
+        notes.append("control characters removed")
+    return cleaned.strip(), f"({'; '.join(notes)})" if notes else None
 
 
 def new_object_command(words: list[str]) -> dict:
@@ -211,23 +217,26 @@ class Chat:
         failures = 0    # prompts in a row that failed: the terminal itself is broken
         while True:
             try:
-                line = prompt.prompt("Architect > ")
-                failures = 0
-            except KeyboardInterrupt:
-                continue
-            except EOFError:
-                self.say("bye")
-                return 0
-            except Exception as exc:
-                failures += 1
-                self.say(f"! internal error: {type(exc).__name__}: {exc}")
-                if failures >= 3:
-                    self.say("! the prompt keeps failing; leaving")
-                    return 1
-                continue
-            if self.guarded(self.handle, line):
-                self.say("bye")
-                return 0
+                try:
+                    line = prompt.prompt("Architect > ")
+                    failures = 0
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
+                    self.say("bye")
+                    return 0
+                except Exception as exc:
+                    failures += 1
+                    self.say(f"! internal error: {type(exc).__name__}: {exc}")
+                    if failures >= 3:
+                        self.say("! the prompt keeps failing; leaving")
+                        return 1
+                    continue
+                if self.guarded(self.handle, line):
+                    self.say("bye")
+                    return 0
+            except KeyboardInterrupt:    # between the prompt and the line's handling
+                self.say(CANCELLED)
 
     def greet(self) -> None:
         if not self.session.alive(2.0):
@@ -246,7 +255,8 @@ class Chat:
                     UsageError) as exc:
                 self.say(f"! {exc}")
             except Exception as exc:
-                self.say(f"! internal error: {type(exc).__name__}: {_short(str(exc), 300)}")
+                message = " ".join(str(exc).split())
+                self.say(f"! internal error: {type(exc).__name__}: {message[:300]}")
         except KeyboardInterrupt:      # a second Ctrl-C while the first is reported
             self.say(CANCELLED)
         return None

@@ -1,5 +1,6 @@
-"""The client: translation with the real embedded model, the scripting modes, and the
-terminal driven through a pty against a real kernel."""
+"""The client: translation with the real embedded model, the scripting modes, the
+terminal driven through a pty against a real kernel, and the terminal's line handling
+(pure, and against a real kernel without a pty)."""
 import json
 import os
 import pty
@@ -10,10 +11,12 @@ import time
 
 import pytest
 
+from client.chat import (CANCELLED, HELP, NO_SELF, Chat, UsageError, format_result,
+                         new_object_command, split_words)
+from client.session import Session
+from client.translator import object_command
 from tests.conftest import ROOT, free_endpoint
 from tests.translation_eval import CASES, METHODS
-
-pytestmark = pytest.mark.model
 
 
 def client_env(kernel=None, endpoint=None, home=None):
@@ -40,6 +43,7 @@ def translator():
     return t
 
 
+@pytest.mark.model
 def test_translation_eval_set_is_valid_and_accurate(translator):
     from batos import protocol as p
     correct, wrong, times = 0, [], []
@@ -58,6 +62,8 @@ def test_translation_eval_set_is_valid_and_accurate(translator):
     assert accuracy >= 0.9, wrong
 
 
+@pytest.mark.model
+@pytest.mark.process
 def test_translate_modes_and_one_shot_against_a_kernel(kernel):
     with kernel.connect() as c:
         c.call("install_method", target_oid="genesis_obj", selector="factorial",
@@ -79,6 +85,7 @@ def test_translate_modes_and_one_shot_against_a_kernel(kernel):
     assert out.returncode == 1 and "UnknownCommand" in out.stdout
 
 
+@pytest.mark.model
 def test_kernel_down_gives_a_clear_message_not_a_hang(tmp_path):
     env = client_env(endpoint=free_endpoint(), home=tmp_path)
     t0 = time.monotonic()
@@ -131,6 +138,8 @@ class Terminal:
         os.waitpid(self.pid, 0)
 
 
+@pytest.mark.model
+@pytest.mark.process
 def test_terminal_teaches_then_calls_with_live_progress(make_kernel):
     k = make_kernel(env={"BATOS_MEMORY_ENABLED": "1"})
     term = Terminal(client_env(k))
@@ -157,6 +166,7 @@ def test_terminal_teaches_then_calls_with_live_progress(make_kernel):
     assert (k.home / "client_history").exists()
 
 
+@pytest.mark.model
 def test_terminal_says_when_the_kernel_is_down(tmp_path):
     term = Terminal(client_env(endpoint=free_endpoint(), home=tmp_path))
     try:
@@ -166,3 +176,176 @@ def test_terminal_says_when_the_kernel_is_down(tmp_path):
         term.expect("not answering", 60)
     finally:
         term.close()
+
+
+# -- the terminal's line handling ------------------------------------------------------------
+
+def quiet_chat(tmp_path, session=None, log_text=None):
+    log_path = tmp_path / "metacognition.jsonl"
+    if log_text is not None:
+        log_path.write_text(log_text)
+    return Chat(session, tmp_path / "client_history", log_path)
+
+
+def test_unbalanced_quotes_split_at_spaces_with_a_note():
+    assert split_words("/send greet 'bat cave'") == (["/send", "greet", "bat cave"], None)
+    words, note = split_words("/send greet don't")
+    assert words == ["/send", "greet", "don't"] and "split at spaces" in note
+
+
+def test_log_skips_a_half_written_last_line(tmp_path, capsys):
+    chat = quiet_chat(tmp_path, log_text='{"ts": 1700000000, "event": "cycle_end", "state": "COMPLETE", '
+                                         '"selector": "reverse"}\n[1, 2]\n{"ts": 1700000001, "event": "cyc')
+    chat.handle("/log 5")
+    out = capsys.readouterr().out
+    assert "cycle_end" in out and "reverse" in out
+    assert "2 lines not readable as an event" in out
+
+
+def test_log_refuses_what_is_not_a_count(tmp_path, capsys):
+    chat = quiet_chat(tmp_path, log_text="")
+    for arg in ("x", "-1", "²", "1.5"):
+        with pytest.raises(UsageError, match="usage: /log"):
+            chat.handle(f"/log {arg}")
+    chat.guarded(chat.handle, "/log nope")
+    assert "! usage: /log" in capsys.readouterr().out
+
+
+def test_long_lines_and_control_characters_never_reach_the_parser(tmp_path, capsys):
+    chat = quiet_chat(tmp_path)      # no session: anything sent would fail loudly
+    assert chat.handle("reverse " + "x" * 20_000) is False
+    assert "the terminal takes at most 10000" in capsys.readouterr().out
+    chat.handle("\x00/he\x1b\x07lp\x7f")
+    out = capsys.readouterr().out
+    assert "control characters removed" in out and HELP.splitlines()[0] in out
+    chat.handle("/nope 'x")
+    assert "unknown command /nope" in capsys.readouterr().out
+    assert chat.handle("\x01exit") is True
+
+
+def test_anything_unforeseen_is_one_line_and_ctrl_c_cancels(tmp_path, capsys, monkeypatch):
+    from client import chat as chat_module
+    chat = quiet_chat(tmp_path)
+
+    def boom(self, args):
+        raise RuntimeError("boom")
+
+    def interrupted(self, args):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(chat_module.SLASH, "/objects", boom)
+    monkeypatch.setitem(chat_module.SLASH, "/self", interrupted)
+    chat.guarded(chat.handle, "/objects")
+    chat.guarded(chat.handle, "/self")
+    assert capsys.readouterr().out.splitlines() == ["! internal error: RuntimeError: boom", CANCELLED]
+
+
+def test_format_result_reads_replies_missing_fields():
+    assert format_result({"command": "initiate_cognitive_cycle"}, {"ok": True, "result": {}}).startswith("✗")
+    assert format_result({"command": "send_message"}, {"ok": True, "result": None}) == "null"
+    assert format_result({"command": "describe"}, {"ok": False, "error": "odd"}) == "✗ Error: "
+    assert format_result({"command": "ping"}, None).startswith("✗ an unexpected reply")
+    assert format_result({"command": "clone", "target_oid": "genesis_obj"},
+                         {"ok": True, "result": {"oid": "g2_obj", "name": "g2"}}) == \
+        "✓ cloned genesis_obj as g2_obj (g2); /target g2_obj to talk to it"
+
+
+def test_new_reads_names_slots_and_parents():
+    assert new_object_command([]) == {"command": "create_object", "parents": ["root_obj"], "slots": {}}
+    assert new_object_command(["inventory", "count=3", "items=[1, 2]", "label=bat cave",
+                               "parents=root_obj,genesis_obj"]) == {
+        "command": "create_object", "name": "inventory", "parents": ["root_obj", "genesis_obj"],
+        "slots": {"count": 3, "items": [1, 2], "label": "bat cave"}}
+    for bad in (["a", "b"], ["=1"], ["1x=2"], ["__class__=1"], ["parents="], ["name="]):
+        with pytest.raises(UsageError):
+            new_object_command(bad)
+
+
+OBJECTS = [{"oid": "genesis_obj", "name": "genesis"}, {"oid": "root_obj", "name": "root"}]
+
+
+@pytest.mark.parametrize("utterance, command", [
+    ("make me a shopping list object", {"command": "create_object", "name": "shopping_list"}),
+    ("create a new object called inventory", {"command": "create_object", "name": "inventory"}),
+    ("Please create an object named 'My Stuff'.", {"command": "create_object", "name": "My Stuff"}),
+    ("make a new object", {"command": "create_object"}),
+    ("clone this object", {"command": "clone", "target_oid": "genesis_obj"}),
+    ("make a copy of genesis called g2", {"command": "clone", "target_oid": "genesis_obj", "name": "g2"}),
+    ("copy root_obj as spare", {"command": "clone", "target_oid": "root_obj", "name": "spare"}),
+    ("clone nope", {"command": "clone", "target_oid": "nope"}),
+    ("copy the list", None),
+    ("make a method that returns the object", None),
+    ("write a method that reverses a word", None),
+    ("create a function object", None),
+])
+def test_object_requests_are_read_without_the_model(utterance, command):
+    got = object_command(utterance, "genesis_obj", OBJECTS)
+    if command is None:
+        assert got is None
+    else:
+        assert {k: got.get(k) for k in command} == command and set(got) - set(command) <= {"parents", "slots"}
+
+
+def test_eval_utterances_are_left_to_the_model():
+    assert [u for u, *_ in CASES if object_command(u, "genesis_obj", OBJECTS)] == []
+
+
+@pytest.mark.process
+def test_terminal_commands_against_a_kernel(kernel, tmp_path, capsys):
+    """/send with an unbalanced quote, /new, /clone, /self and the object phrasings, through
+    the terminal's own line handling, against a real kernel."""
+    with kernel.connect() as c:
+        c.call("install_method", target_oid="genesis_obj", selector="greet",
+               source='def greet(self, name):\n    """Greet someone."""\n    return "hello " + name\n')
+    session = Session(kernel.endpoint, notify=print)
+    chat = Chat(session, tmp_path / "client_history", kernel.home / "metacognition.jsonl")
+    try:
+        def say(line):
+            chat.guarded(chat.handle, line)
+            return capsys.readouterr().out
+
+        out = say("/send greet don't")
+        assert "split at spaces" in out and '→ "hello don\'t"' in out
+        assert "cannot send that" in say("/send greet 99999999999999999999999")
+
+        out = say("/new inventory count=3 label=bat")
+        assert "✓ created" in out and "(inventory)" in out
+        oid = out.split("✓ created ")[1].split()[0]
+        out = say(f"/describe {oid}")
+        assert "slot   count" in out and "slot   label" in out and "root_obj" in out
+        assert "✗" in say("/new stray parents=nope")
+        assert "! " in say("/new a b")
+
+        out = say("/clone")
+        assert "✓ cloned genesis_obj as" in out and "/target" in out
+        assert "✗ UnknownObject" in say("/clone nope")
+        out = say(f"/clone {oid} spare")
+        assert f"✓ cloned {oid} as" in out and "(spare)" in out
+
+        out = say("create a new object called shelf")       # no model: the pre-parse
+        assert "create_object(" in out and "(shelf)" in out
+        out = say("make a copy of genesis called g2")
+        assert "clone(genesis_obj" in out and "✓ cloned genesis_obj as" in out and "(g2)" in out
+
+        has_self = any(m["selector"] == "display_yourself" for m in session.methods("genesis_obj"))
+        if not has_self:
+            assert NO_SELF in say("/self")
+            chat.greet()
+            assert capsys.readouterr().out == ""
+        with kernel.connect() as c:
+            c.call("install_method", target_oid="genesis_obj", selector="display_yourself",
+                   source='def display_yourself(self):\n    """Say who I am."""\n'
+                          '    return "I am genesis.\\nI answer the Architect."\n')
+        assert say("/self") == "I am genesis.\nI answer the Architect.\n"
+        chat.greet()
+        assert capsys.readouterr().out == "I am genesis.\nI answer the Architect.\n"
+
+        assert "UnknownObject" in say("/describe nope")
+        assert "UnknownObject" in say("/target nope") and session.target == "genesis_obj"
+    finally:
+        session.close()
+
+
+def test_bytes_that_are_not_utf8_become_question_marks():
+    from client.chat import clean_line
+    assert clean_line("/send greet \udcff\x00") == (
+        "/send greet ?", "(bytes that are not UTF-8 replaced with ?; control characters removed)")
