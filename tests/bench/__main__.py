@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flywheel", action="store_true",
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
+    ap.add_argument("--ablation", action="store_true",
+                    help="only the prompt ablation (tests/bench/ablation.py; about 12 min)")
     ap.add_argument("--scale", action="store_true",
                     help="only 1, 2 and 4 kernels on one ZEO / PostgreSQL image (tests/bench/scale.py; ~3 min)")
     ap.add_argument("--builds", action="store_true",
@@ -375,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.missions_hard:
         result = bench_missions_hard()
         print(json.dumps(result))
+        return 0
+    if args.ablation:
+        from tests.bench import ablation
+        print("prompt ablation: the same twelve harder missions under each variant")
+        print(json.dumps(ablation.run()))
         return 0
     if args.flywheel:
         from tests.bench import flywheel
