@@ -1,4 +1,5 @@
-"""The Living Image: a ZODB FileStorage with a blob directory.
+"""The Living Image: a ZODB storage with blobs (a FileStorage, or one many kernels share:
+ZEO or RelStorage, named by ``BATOS_DB_URI``; see batos/storage.py).
 
 Each thread works through its own connection and transaction manager (a
 ``Session``), so the kernel's workers never share persistent objects.
@@ -23,11 +24,11 @@ from typing import Any, Callable, Iterator, TypeVar
 import transaction
 import zc.lockfile
 import ZODB
-import ZODB.FileStorage
 from BTrees.OOBTree import OOBTree
 from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 
+from batos import storage
 from batos.uvm import UvmObject
 
 log = logging.getLogger("batos.image")
@@ -74,24 +75,31 @@ class Image:
         self._sessions: list[Session] = []   # every thread's session, to close at shutdown
         self._lock = threading.Lock()
         self.created = False                 # True when this open incarnated a new image
+        self.spec: storage.StorageSpec | None = None   # what BATOS_DB_URI named (set by open)
 
     @classmethod
     def open(cls, settings, pool_size: int = 16) -> "Image":
-        db_path, blob_dir = settings.db_path, settings.blob_path
+        """Open the storage ``BATOS_DB_URI`` names (batos/storage.py): the FileStorage in
+        BATOS_HOME by default, or a ZEO server or PostgreSQL shared by many kernels."""
+        spec = storage.spec_for(settings)
+        where = spec.describe()
         try:
-            db_path.parent.mkdir(parents=True, exist_ok=True)
-            blob_dir.mkdir(parents=True, exist_ok=True)
-            storage = ZODB.FileStorage.FileStorage(str(db_path), blob_dir=str(blob_dir))
+            st = storage.open_storage(spec, label=getattr(settings, "kernel_name", ""))
         except (zc.lockfile.LockError, ZODB.POSException.StorageSystemError) as exc:
-            raise ImageError(f"image: cannot open {db_path}: {exc}. Another kernel may be using it; "
-                             "stop it or give this one its own BATOS_HOME.") from exc
+            hint = storage.open_hint(spec)
+            raise ImageError(f"image: cannot open {where}: {exc}. {hint[0].upper() + hint[1:]}.") from exc
         except OSError as exc:
-            raise ImageError(f"image: cannot open {db_path}: {exc}") from exc
+            raise ImageError(f"image: cannot open {where}: {exc}") from exc
         except Exception as exc:
-            raise ImageError(f"image: {db_path} cannot be read ({type(exc).__name__}: {exc}); "
+            if spec.shared:
+                raise ImageError(f"image: cannot open {where} ({type(exc).__name__}: {exc}); "
+                                 f"{storage.open_hint(spec)}") from exc
+            raise ImageError(f"image: {where} cannot be read ({type(exc).__name__}: {exc}); "
                              "restore a backup or move it aside to start a new image") from exc
-        db = ZODB.DB(storage, pool_size=pool_size, large_record_size=1 << 26)
-        return cls(db, str(db_path), str(blob_dir))
+        db = ZODB.DB(st, pool_size=pool_size, large_record_size=1 << 26)
+        image = cls(db, where, str(spec.blob_dir))
+        image.spec = spec
+        return image
 
     # -- sessions and transactions ------------------------------------------------
     def session(self) -> Session:
@@ -139,7 +147,9 @@ class Image:
                     return fn(s)
             except ConflictError:
                 if attempt == retries:
-                    raise ConflictsExhausted(f"image: gave up after {retries + 1} conflicting attempts") from None
+                    raise ConflictsExhausted(
+                        f"image: {note or 'a transaction'} gave up after {retries + 1} attempts: each "
+                        "conflicted with a commit of another thread or kernel to the same objects") from None
                 delay = min(0.5, 0.01 * (2 ** attempt)) * random.uniform(0.5, 1.0)
                 log.info("image: conflict, retrying in %.3fs (%d/%d)", delay, attempt + 1, retries)
                 time.sleep(delay)

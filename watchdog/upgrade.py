@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 import config
+from batos import storage
 
 if TYPE_CHECKING:
     from watchdog.process import KernelProcess
@@ -115,9 +116,18 @@ def apply(settings: Any, path: Path, kernel: "KernelProcess", launch: Callable[[
     report["stop"] = kernel.stop()
     revision = git_revision()
     report["revision_before"] = revision
-    saved = backup(settings, home / "backups" / f"{inst.id}-{int(time.time())}")
-    report["backup"] = str(saved)
     previous = config.read_overrides(home)
+    try:
+        saved = backup(settings, home / "backups" / f"{inst.id}-{int(time.time())}")
+    except BackupError as exc:   # no step runs on an image that could not be saved
+        report.update(outcome="failed", reason=f"no backup of the image: {exc}", backup=None)
+        report["rolled_back"] = launch(f"upgrade {inst.id} not applied")
+        report["downtime_s"] = round(time.monotonic() - t_down, 3)
+        where = finish(path, home, inst.id, "failed", report)
+        log.error("watchdog: upgrade %s not applied: no backup of the image: %s (report %s)",
+                  inst.id, exc, where)
+        return report
+    report["backup"] = str(saved)
     report["steps"] = run_steps(inst.steps, settings.UPGRADE_STEP_TIMEOUT_S)
     ok = all(s.get("exit_code") == 0 for s in report["steps"]) and len(report["steps"]) == len(inst.steps)
     if ok:
@@ -136,7 +146,9 @@ def apply(settings: Any, path: Path, kernel: "KernelProcess", launch: Callable[[
         kernel.stop()
         if revision and git_revision() != revision:
             report["revision_restored"] = restore_revision(revision)
-        restore(settings, saved)
+        note = restore(settings, saved)
+        if note:
+            report["image_not_restored"] = note
         (home / config.OVERRIDES_FILE).unlink(missing_ok=True)
         if previous:
             config.write_overrides(home, previous)
@@ -151,33 +163,94 @@ def apply(settings: Any, path: Path, kernel: "KernelProcess", launch: Callable[[
 
 
 # -------------------------------------------------------------- image backup
+#
+# Each storage is saved by its own means: the FileStorage (one kernel, stopped) is
+# copied; a ZEO image with repozo on the server's FileStorage, which must be this
+# home's DB_FILE (the file ``./puter.sh zeo`` serves); RelStorage with pg_dump.  A
+# shared image is never restored automatically: other kernels may have written to it
+# since, so the report says how to restore it by hand.
+
+class BackupError(Exception):
+    """The image cannot be saved; the upgrade does not go ahead."""
+
 
 def backup(settings: Any, dest: Path) -> Path:
-    """A consistent copy of the storage and its blobs (the kernel is stopped)."""
+    """A consistent copy of the image and its blobs, by the storage's own means."""
+    spec = storage.spec_for(settings)
     dest.mkdir(parents=True, exist_ok=True)
-    db = settings.db_path
-    for suffix in ("", ".index"):
-        src = Path(str(db) + suffix)
-        if src.exists():
-            shutil.copy2(src, dest / src.name)
-    if settings.blob_path.exists():
-        shutil.copytree(settings.blob_path, dest / "blobs", copy_function=_link_or_copy,
-                        ignore=shutil.ignore_patterns("tmp"))
+    if spec.kind == "zeo":
+        _backup_zeo(settings, dest)
+    elif spec.kind == "postgresql":
+        _backup_postgresql(settings, spec, dest)
+    else:
+        for suffix in ("", ".index"):
+            src = Path(str(spec.path) + suffix)
+            if src.exists():
+                shutil.copy2(src, dest / src.name)
+    blobs = settings.blob_path if spec.kind == "zeo" else spec.blob_dir
+    if blobs.exists() and (spec.kind != "postgresql" or spec.shared_blob_dir):
+        shutil.copytree(blobs, dest / "blobs", copy_function=_link_or_copy,
+                        ignore=shutil.ignore_patterns("tmp", "*.lock"))
     return dest
 
 
-def restore(settings: Any, src: Path) -> None:
-    db = settings.db_path
+def _backup_zeo(settings: Any, dest: Path) -> None:
+    """repozo's full backup of the ZEO server's FileStorage (safe while it serves)."""
+    fs = settings.db_path
+    if not fs.exists():
+        raise BackupError(f"the image is served by ZEO ({storage.spec_for(settings).describe()}) and "
+                          f"its FileStorage is not in this BATOS_HOME ({fs} does not exist): run the "
+                          "watchdog in the home where ./puter.sh zeo runs, or back the server up "
+                          "where it runs (python -m ZODB.scripts.repozo -B -F -f Data.fs -r DIR)")
+    (dest / "repozo").mkdir(exist_ok=True)
+    _run([sys.executable, "-m", "ZODB.scripts.repozo", "-B", "-F", "-f", str(fs), "-r", str(dest / "repozo")],
+         "repozo", settings.UPGRADE_STEP_TIMEOUT_S)
+
+
+def _backup_postgresql(settings: Any, spec: Any, dest: Path) -> None:
+    """pg_dump of the whole database (RelStorage's tables and the blobs kept in it)."""
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise BackupError(f"the image is in PostgreSQL ({spec.describe()}) and pg_dump is not "
+                          "installed here (Debian: apt-get install postgresql-client); install it "
+                          "or back the database up by other means before upgrading")
+    _run([pg_dump, "--format=custom", f"--file={dest / 'image.pgdump'}", f"--dbname={spec.dsn}"],
+         "pg_dump", settings.UPGRADE_STEP_TIMEOUT_S)
+
+
+def _run(argv: list[str], what: str, timeout_s: float) -> None:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BackupError(f"{what} failed: {exc}") from None
+    if out.returncode != 0:
+        raise BackupError(f"{what} failed (exit {out.returncode}): {(out.stderr or out.stdout)[-500:].strip()}")
+
+
+def restore(settings: Any, src: Path) -> str | None:
+    """Put the image back as it was saved.  A shared image is not put back (other kernels
+    may have written to it since): the returned note says how to do it by hand."""
+    spec = storage.spec_for(settings)
+    if spec.kind == "zeo":
+        return (f"the image is shared through ZEO ({spec.describe()}) and other kernels may have "
+                f"written to it since the backup; to roll it back, stop the ZEO server and every "
+                f"kernel, then run: {sys.executable} -m ZODB.scripts.repozo -R -r {src / 'repozo'} "
+                f"-o {settings.db_path}, and put {src / 'blobs'} back as {settings.blob_path}")
+    if spec.kind == "postgresql":
+        return (f"the image is shared through PostgreSQL ({spec.describe()}) and other kernels may "
+                "have written to it since the backup; to roll it back, stop every kernel, then run: "
+                f"pg_restore --clean --if-exists --dbname=URI {src / 'image.pgdump'}")
     for suffix in ("", ".index"):
-        target = Path(str(db) + suffix)
+        target = Path(str(spec.path) + suffix)
         saved = src / target.name
         if saved.exists():
             shutil.copy2(saved, target)
         elif target.exists():
             target.unlink()
     if (src / "blobs").exists():
-        shutil.rmtree(settings.blob_path, ignore_errors=True)
-        shutil.copytree(src / "blobs", settings.blob_path, copy_function=_link_or_copy)
+        shutil.rmtree(spec.blob_dir, ignore_errors=True)
+        shutil.copytree(src / "blobs", spec.blob_dir, copy_function=_link_or_copy)
+    return None
 
 
 def _link_or_copy(src: str, dst: str) -> None:

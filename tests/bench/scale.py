@@ -1,0 +1,143 @@
+"""``./puter.sh bench --scale``: 1, 2 and 4 kernels on one shared image.
+
+For each storage (a ZEO server, and RelStorage on a throw-away PostgreSQL cluster when
+PostgreSQL is installed) and each number of kernels, on a fresh image, one client per
+kernel keeps WINDOW sends in flight for SECONDS each time and we measure:
+
+    read      calls per second of ``add`` (reads the object, runs in a sandbox worker,
+              commits nothing)
+    write     calls per second of ``bump`` on an object of the client's own (one commit
+              each, no two clients writing the same object)
+    shared    calls per second of ``bump`` on one shared counter, every kernel writing it;
+              ``retry %`` is the conflict retries per successful call: ZODB ConflictErrors
+              retried by ``image.transact`` plus calls run again because the object changed
+              under them (both counted from the kernels' logs); ``lost`` is the increments
+              replied minus the counter's final value (must be 0)
+
+No model is loaded; the methods come from install_method.
+"""
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from tests.conftest import KernelProcess
+from tests.storage_servers import PostgresCluster, ZeoServer, pg_bindir
+
+ADD = "def add(self, a, b):\n    return a + b\n"
+BUMP = ("def bump(self):\n    self.count = self.count + 1 if hasattr(self, 'count') else 1\n"
+        "    self._p_changed = True\n    return self.count\n")
+KERNELS = (1, 2, 4)
+SECONDS = 5.0
+WINDOW = 8
+RETRY_MARKS = ("image: conflict, retrying", "the object changed during the call; running it again")
+
+
+def drive(kernels: list[KernelProcess], targets: list[str], selector: str, seconds: float) -> dict:
+    """One client per kernel, WINDOW sends in flight each, for ``seconds``; replies counted."""
+    done = [0] * len(kernels)
+    errors: list[str] = []
+    stop_at = time.perf_counter() + seconds
+
+    def client(i: int) -> None:
+        with kernels[i].connect(timeout_s=60) as c:
+            pending: list = []
+            while True:
+                while time.perf_counter() < stop_at and len(pending) < WINDOW:
+                    args = [i, len(pending)] if selector == "add" else []
+                    pending.append(c.send({"command": "send_message", "target_oid": targets[i],
+                                           "selector": selector, "args": args, "stream": False}))
+                if not pending:
+                    return
+                reply = c.wait(pending.pop(0), 60)
+                if reply["ok"]:
+                    done[i] += 1
+                else:
+                    errors.append(f"{reply['error']['type']}: {reply['error']['message'][:120]}")
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(kernels))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    wall = time.perf_counter() - t0
+    return {"calls": sum(done), "per_s": sum(done) / wall, "errors": len(errors), "first_error": errors[:1]}
+
+
+def retries(kernels: list[KernelProcess]) -> int:
+    return sum(k.log_path.read_text(errors="replace").count(m) for k in kernels if k.log_path.exists()
+               for m in RETRY_MARKS)
+
+
+def measure(uri: str, n: int, tmp: Path, seconds: float) -> dict:
+    kernels = [KernelProcess(tmp / f"k{n}-{i}", {"BATOS_DB_URI": uri, "BATOS_KERNEL_NAME": f"k{n}-{i}"})
+               for i in range(n)]
+    try:
+        for k in kernels:
+            k.start(60)
+        with kernels[0].connect() as c:
+            c.call("install_method", target_oid="genesis_obj", selector="add", source=ADD)
+            c.call("install_method", target_oid="genesis_obj", selector="bump", source=BUMP)
+            own = [c.call("create_object", name=f"counter {i}", parents=["genesis_obj"])["oid"]
+                   for i in range(n)]
+        for k in kernels:       # warm: each kernel's workers and caches
+            with k.connect() as c:
+                for _ in range(20):
+                    c.call("send_message", target_oid="genesis_obj", selector="add", args=[1, 2])
+        out = {"kernels": n}
+        out["read"] = drive(kernels, ["genesis_obj"] * n, "add", seconds)
+        out["write"] = drive(kernels, own, "bump", seconds)
+        before = retries(kernels)
+        out["shared"] = drive(kernels, ["genesis_obj"] * n, "bump", seconds)
+        time.sleep(0.5)     # the kernels' log lines are flushed
+        out["shared"]["retries"] = retries(kernels) - before
+        with kernels[-1].connect() as c:
+            final = c.call("send_message", target_oid="genesis_obj", selector="count")["value"]
+        out["shared"]["lost"] = out["shared"]["calls"] - final
+        return out
+    finally:
+        for k in kernels:
+            try:
+                k.stop(20)
+            except RuntimeError:
+                k.kill()
+
+
+def run(seconds: float = SECONDS) -> dict:
+    results: dict = {"seconds": seconds, "window": WINDOW, "storages": {}}
+    with tempfile.TemporaryDirectory(prefix="batos-scale-") as tmp:
+        for n in KERNELS:
+            server = ZeoServer(Path(tmp) / f"zeo{n}").start()
+            try:
+                results["storages"].setdefault("zeo", []).append(measure(server.uri, n, Path(tmp) / "zeo", seconds))
+            finally:
+                server.stop()
+        if pg_bindir() is None:
+            results["postgresql"] = "skipped: PostgreSQL is not installed (apt-get install postgresql)"
+        else:
+            cluster = PostgresCluster().start()
+            try:
+                for n in KERNELS:
+                    results["storages"].setdefault("postgresql", []).append(
+                        measure(cluster.new_database(), n, Path(tmp) / "pg", seconds))
+            finally:
+                cluster.stop()
+    return results
+
+
+def report(results: dict) -> None:
+    print(f"BAT OS scale-out: kernels on one image ({results['seconds']:g} s per figure, "
+          f"one client per kernel, {results['window']} in flight each)")
+    print("  storage     kernels   read/s   write/s   shared/s   retry %   lost   errors")
+    for name, rows in results["storages"].items():
+        for r in rows:
+            sh = r["shared"]
+            rate = 100.0 * sh["retries"] / sh["calls"] if sh["calls"] else 0.0
+            errs = r["read"]["errors"] + r["write"]["errors"] + sh["errors"]
+            print(f"  {name:<11} {r['kernels']:>7} {r['read']['per_s']:>8.0f} {r['write']['per_s']:>9.0f} "
+                  f"{sh['per_s']:>10.0f} {rate:>9.1f} {sh['lost']:>6} {errs:>8}")
+    if isinstance(results.get("postgresql"), str):
+        print(f"  postgresql  {results['postgresql']}")
