@@ -725,6 +725,51 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     return psm._next(cycle, "SYNTHESIZING")
 
 
+def _unknown_names(source: str, selector: str) -> Optional[str]:
+    """Names a method reads that nothing gives it: not a builtin the sandbox hands out,
+    not imported, assigned or a parameter (``collections.Counter`` without ``import
+    collections``: a NameError on its first call).  Calling itself as a bare function
+    (``flatten(x)`` for ``self.flatten(x)``) is named too."""
+    import ast
+    from batos.policy import GUARDED_BUILTINS, SAFE_BUILTINS
+    tree = ast.parse(source)
+    known = set(SAFE_BUILTINS) | set(GUARDED_BUILTINS)
+    loads: dict[str, int] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = n.args
+            known.update(x.arg for x in a.posonlyargs + a.args + a.kwonlyargs)
+            known.update(x.arg for x in (a.vararg, a.kwarg) if x is not None)
+            if not isinstance(n, ast.Lambda) and n is not tree.body[0]:
+                known.add(n.name)
+        elif isinstance(n, ast.Name):
+            if isinstance(n.ctx, ast.Load):
+                loads.setdefault(n.id, n.lineno)
+            else:
+                known.add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            known.update((x.asname or x.name).split(".")[0] for x in n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            known.add(n.name)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            known.update(n.names)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            known.add(n.name)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            known.add(n.rest)
+    if selector in loads and selector not in known:
+        return (f"line {loads[selector]}: {selector}(...) calls the method as a bare function; "
+                f"a method calls itself (and its siblings) as self.{selector}(...)")
+    unknown = sorted((line, name) for name, line in loads.items() if name not in known)
+    if unknown:
+        line, name = unknown[0]
+        return (f"line {line}: the name '{name}' is not defined: import it first (import {name}) "
+                "if it is a module, or define it" if len(unknown) == 1 else
+                f"line {line}: the names {', '.join(repr(n) for _, n in unknown)} are not defined: "
+                "import or define each before using it")
+    return None
+
+
 def _uses_own_name(source: str, selector: str) -> Optional[str]:
     """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
     instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
@@ -748,7 +793,7 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     cand.findings = list(report.findings)
     if report.ok:
         problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs) or \
-            _uses_own_name(cand.source, cycle.selector)
+            _uses_own_name(cand.source, cycle.selector) or _unknown_names(cand.source, cycle.selector)
         if problem:
             cand.findings.append(problem)
     if cand.findings:
@@ -813,6 +858,15 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
+    # BRICK's expected values may be wrong, but a method should not raise on its inputs:
+    # an exception there asks for one repair (the best candidate so far stays in the running)
+    raised = [o for o in chosen.outcomes[n_trusted:] if o.error is not None] if clear else []
+    if raised and cycle.attempts <= psm.settings.CYCLE_RETRIES:
+        cycle.feedback = [o.feedback(cycle.selector) for o in raised] + [
+            "(an example's expected value may be wrong, but the method must not raise on such input)"]
+        step.data.update(failures=cycle.feedback, retry=True)
+        cycle.repair = chosen
+        return "SYNTHESIZING"
     if clear:
         cycle.artifact, cycle.report = chosen.source, chosen.report
         return psm._next(cycle, "VALIDATING")

@@ -161,3 +161,39 @@ def test_a_method_keeping_data_under_its_own_name_is_repaired(kernel):
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
     assert "self.tally is this method itself" in model.calls[2]["messages"][-1]["content"]
     assert [kernel.send("genesis_obj", "tally", x) for x in "xyx"] == [1, 1, 2]
+
+
+COUNT_NO_IMPORT = code('def count_words(self, text):\n    """Count words."""\n'
+                       '    return dict(collections.Counter(text.split()))\n')
+COUNT_IMPORT = code('def count_words(self, text):\n    """Count words."""\n    import collections\n'
+                    '    return dict(collections.Counter(text.split()))\n')
+
+
+def test_a_name_nothing_defines_is_repaired_before_it_runs(kernel):
+    """``collections.Counter`` without ``import collections`` would raise NameError on the
+    first call: the cycle names it and the repair imports it."""
+    model = ScriptedModel(plan={"queries": ["count"], "examples": []}, methods=[COUNT_NO_IMPORT, COUNT_IMPORT])
+    result = cycle(kernel, model, MissionBrief(selector="count_words", args=["text"], intent="count the words"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    assert "the name 'collections' is not defined" in model.calls[2]["messages"][-1]["content"]
+    assert kernel.send("genesis_obj", "count_words", "a b a") == {"a": 2, "b": 1}
+
+
+def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
+    """BRICK's expected values may be wrong, so they never block; an exception on its
+    inputs is still worth one repair, and the best candidate is installed either way."""
+    halve_raises = code('def halve(self, n):\n    """Half of n."""\n    return n.bit_length() // 2\n')
+    halve = code('def halve(self, n):\n    """Half of n."""\n    return n / 2\n')
+    model = ScriptedModel(plan={"queries": ["half"], "examples": [{"args": [3.0], "expected": 1.5}]},
+                          methods=[halve_raises, halve, halve, halve])
+    result = cycle(kernel, model, MissionBrief(selector="halve", args=["n"], intent="half of n"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    assert "raised" in model.calls[2]["messages"][-1]["content"]
+    assert kernel.send("genesis_obj", "halve", 3.0) == 1.5
+    # with no attempt left, a candidate that raises on BRICK's input is still installed
+    model = ScriptedModel(plan={"queries": ["half"], "examples": [{"args": [3.0], "expected": 1.5}]},
+                          methods=[halve_raises.replace("halve", "halve2")])
+    kernel.kernel.settings = kernel.kernel.psm.settings = config.load({
+        "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0"})
+    result = cycle(kernel, model, MissionBrief(selector="halve2", args=["n"], intent="half of n"))
+    assert result["state"] == "COMPLETE" and result["examples"][0]["error"], result
