@@ -146,7 +146,8 @@ def new_object_command(words: list[str]) -> dict:
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) and not key.startswith("__"):
             command["slots"][key] = parse_value(value)
         else:
-            raise UsageError(f"{key!r} is not a slot name (letters, digits and '_'); "
+            raise UsageError(f"{key!r} is not a slot name (letters, digits and '_', not starting "
+                             "with '__'); "
                              "usage: /new [name] [key=value…]")
     if command.get("name") == "":
         raise UsageError("the name is empty; usage: /new [name] [key=value…]")
@@ -175,7 +176,7 @@ def log_lines(path: Path, n: int) -> tuple[list[str], int]:
             when = "--:--:--"
         what = e.get("state") or ""
         out.append(f"  {when} {str(e.get('event')):<14} {str(what):<12} "
-                   f"{e.get('selector') or e.get('source') or ''}")
+                   f"{e.get('selector') or e.get('source') or e.get('oid') or ''}")
     return out, skipped
 
 

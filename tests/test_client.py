@@ -333,7 +333,7 @@ def test_terminal_commands_against_a_kernel(kernel, tmp_path, capsys):
             assert capsys.readouterr().out == ""
         with kernel.connect() as c:
             c.call("install_method", target_oid="genesis_obj", selector="display_yourself",
-                   source='def display_yourself(self):\n    """Say who I am."""\n'
+                   source='def display_yourself(self, system):\n    """Say who I am."""\n'
                           '    return "I am genesis.\\nI answer the Architect."\n')
         assert say("/self") == "I am genesis.\nI answer the Architect.\n"
         chat.greet()

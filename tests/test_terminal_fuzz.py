@@ -3,7 +3,8 @@ in a pseudo-terminal against a real kernel.  After every line the terminal must 
 sentinel line and show the prompt again, with no traceback; Ctrl-C during a wait must
 cancel it; at the end ``/objects`` must still list genesis_obj.
 
-The run is reproducible: the seed is printed and can be set with ``FUZZ_SEED``.
+The run is reproducible: the seed is printed and can be set with ``FUZZ_SEED``;
+``FUZZ_SCREEN=path`` keeps everything the terminal showed.
 Plain-word lines go to the parser model, so they are few; the parser is the small
 SmolLM2 (``LLAMA_MODEL_PATH``) when it is installed, and the kernel's personas have no
 loadable model, so a line the parser turns into a cycle fails at once instead of
@@ -125,6 +126,7 @@ def random_line(rng: random.Random, plain_left: int) -> str | bytes:
     elif kind < 0.85:          # editing keys mid-line (home, end, kill, yank, transpose, clear)
         keys = ["\x01", "\x05", "\x02", "\x06", "\x0b", "\x15", "\x17", "\x19", "\x14", "\x08", "\x7f", "\x0c"]
         line = "/" + "".join(rng.choice(["s", "e", "n", "d", " ", rng.choice(keys)]) for _ in range(10))
+        line += "\x01/"     # home, then "/": a kill or a move cannot make this a plain-word line
     elif kind < 0.87:          # a huge line
         line = "/send greet " + "x" * rng.randint(9_990, 12_000)
     elif kind < 0.9:           # bytes that are not UTF-8
@@ -225,4 +227,7 @@ def test_terminal_answers_every_line_of_a_fuzz_run(make_kernel):
     finally:
         print(f"terminal fuzz: {len(typed)} lines ({plain} plain), {cancels} waits cancelled, "
               f"{time.monotonic() - t0:.1f}s")
+        if os.environ.get("FUZZ_SCREEN"):      # a file to keep the whole session in, for reading
+            with open(os.environ["FUZZ_SCREEN"], "w") as f:
+                f.write(term.screen)
         term.close()
