@@ -229,6 +229,7 @@ class Candidate:
     findings: list[str] = dataclasses.field(default_factory=list)   # audit or parsing
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)
     temperature: float = 0.0
+    imported: list[str] = dataclasses.field(default_factory=list)   # imports the kernel added
 
     @property
     def admitted(self) -> bool:
@@ -770,6 +771,48 @@ def _unknown_names(source: str, selector: str) -> Optional[str]:
     return None
 
 
+def missing_imports(source: str) -> list[str]:
+    """The allowed modules a method uses without importing them (``collections.Counter``
+    with no ``import collections``)."""
+    import ast
+    from batos.policy import GUARDED_BUILTINS, SAFE_BUILTINS
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    bound = set(SAFE_BUILTINS) | set(GUARDED_BUILTINS)
+    used: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name):
+            (used if isinstance(n.ctx, ast.Load) else bound).add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((x.asname or x.name).split(".")[0] for x in n.names)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            bound.add(n.name)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.add(n.name)
+    return sorted(m for m in used - bound if m in guardian.ALLOWED_MODULES)
+
+
+def add_imports(source: str, modules: list[str]) -> str:
+    """``source`` with ``import m`` for each module at the top of the function's body
+    (after its docstring)."""
+    import ast
+    fn = ast.parse(source).body[0]
+    first = fn.body[0]
+    after = first if (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                      and isinstance(first.value.value, str) and len(fn.body) > 1) else None
+    anchor = fn.body[1] if after is not None else first
+    if anchor.lineno == fn.lineno:
+        raise ValueError("the body is on the def line")
+    lines = source.splitlines(keepends=True)
+    indent = " " * anchor.col_offset
+    at = anchor.lineno - 1
+    return "".join(lines[:at] + [f"{indent}import {m}\n" for m in modules] + lines[at:])
+
+
 def _uses_own_name(source: str, selector: str) -> Optional[str]:
     """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
     instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
@@ -789,6 +832,13 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     a mission that keeps nothing: it must answer the same and change nothing)."""
     if cand.source is None:
         return
+    modules = missing_imports(cand.source)
+    if modules:     # an allowed module used without its import: the kernel adds the import
+        try:
+            cand.source = add_imports(cand.source, modules)
+            cand.imported = modules
+        except (SyntaxError, IndexError, AttributeError, ValueError):
+            pass
     report = guardian.audit(cand.source, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
     cand.findings = list(report.findings)
     if report.ok:
@@ -822,6 +872,9 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     for cand in new:
         _check(psm, cycle, cand)
     cycle.candidates += [c for c in new if c.admitted]
+    added = sorted({m for c in new for m in c.imported})
+    if added:
+        step.data["imports_added"] = added
     latest = new[0] if new else None
     cycle.findings = list(latest.findings) if latest else []
     step.data["findings"] = list(cycle.findings)

@@ -165,18 +165,28 @@ def test_a_method_keeping_data_under_its_own_name_is_repaired(kernel):
 
 COUNT_NO_IMPORT = code('def count_words(self, text):\n    """Count words."""\n'
                        '    return dict(collections.Counter(text.split()))\n')
-COUNT_IMPORT = code('def count_words(self, text):\n    """Count words."""\n    import collections\n'
-                    '    return dict(collections.Counter(text.split()))\n')
+
+
+def test_a_module_used_without_its_import_gets_the_import(kernel):
+    """``collections.Counter`` without ``import collections`` would raise NameError on the
+    first call: the kernel adds the import of an allowed module itself."""
+    model = ScriptedModel(plan={"queries": ["count"], "examples": []}, methods=[COUNT_NO_IMPORT])
+    result = cycle(kernel, model, MissionBrief(selector="count_words", args=["text"], intent="count the words"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "    import collections\n" in result["source"]
+    assert kernel.send("genesis_obj", "count_words", "a b a") == {"a": 2, "b": 1}
 
 
 def test_a_name_nothing_defines_is_repaired_before_it_runs(kernel):
-    """``collections.Counter`` without ``import collections`` would raise NameError on the
-    first call: the cycle names it and the repair imports it."""
-    model = ScriptedModel(plan={"queries": ["count"], "examples": []}, methods=[COUNT_NO_IMPORT, COUNT_IMPORT])
-    result = cycle(kernel, model, MissionBrief(selector="count_words", args=["text"], intent="count the words"))
+    """A name that is no allowed module (here the method calling itself as a bare
+    function) is named, and the repair fixes it."""
+    bare = code('def fact(self, n):\n    """n!"""\n    return 1 if n < 2 else n * fact(n - 1)\n')
+    right = code('def fact(self, n):\n    """n!"""\n    return 1 if n < 2 else n * self.fact(n - 1)\n')
+    model = ScriptedModel(plan={"queries": ["f"], "examples": []}, methods=[bare, right])
+    result = cycle(kernel, model, MissionBrief(selector="fact", args=["n"], intent="n factorial"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
-    assert "the name 'collections' is not defined" in model.calls[2]["messages"][-1]["content"]
-    assert kernel.send("genesis_obj", "count_words", "a b a") == {"a": 2, "b": 1}
+    assert "calls the method as a bare function" in model.calls[2]["messages"][-1]["content"]
+    assert kernel.send("genesis_obj", "fact", 5) == 120
 
 
 def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
