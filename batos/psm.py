@@ -229,7 +229,7 @@ class Candidate:
     findings: list[str] = dataclasses.field(default_factory=list)   # audit or parsing
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)
     temperature: float = 0.0
-    imported: list[str] = dataclasses.field(default_factory=list)   # imports the kernel added
+    imported: list[str] = dataclasses.field(default_factory=list)   # imports (and self.) the kernel added
 
     @property
     def admitted(self) -> bool:
@@ -813,6 +813,32 @@ def add_imports(source: str, modules: list[str]) -> str:
     return "".join(lines[:at] + [f"{indent}import {m}\n" for m in modules] + lines[at:])
 
 
+def fix_bare_sends(source: str, methods: set[str]) -> tuple[str, list[str]]:
+    """``name(...)`` where ``name`` is the method itself or a sibling and nothing in the
+    method binds it: a send meant as ``self.name(...)``.  Returns the fixed source and the
+    names fixed."""
+    import ast
+    tree = ast.parse(source)
+    bound: set[str] = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            bound.add(n.id)
+        elif isinstance(n, ast.arg):
+            bound.add(n.arg)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n is not tree.body[0]:
+            bound.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((x.asname or x.name).split(".")[0] for x in n.names)
+    spots = sorted(((n.func.lineno, n.func.col_offset, n.func.id) for n in ast.walk(tree)
+                    if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                    and n.func.id in methods and n.func.id not in bound), reverse=True)
+    lines = source.splitlines(keepends=True)
+    for line, col, name in spots:
+        text = lines[line - 1].encode()
+        lines[line - 1] = (text[:col] + b"self." + text[col:]).decode()
+    return "".join(lines), sorted({name for _, _, name in spots})
+
+
 def _uses_own_name(source: str, selector: str) -> Optional[str]:
     """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
     instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
@@ -832,11 +858,17 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     a mission that keeps nothing: it must answer the same and change nothing)."""
     if cand.source is None:
         return
+    siblings = {cycle.selector} | {m.selector for m in cycle.snapshot.methods}
+    try:            # the method or a sibling called as a bare function: meant as a send to self
+        cand.source, fixed = fix_bare_sends(cand.source, siblings)
+        cand.imported += [f"self.{name}" for name in fixed]
+    except (SyntaxError, ValueError):
+        pass
     modules = missing_imports(cand.source)
     if modules:     # an allowed module used without its import: the kernel adds the import
         try:
             cand.source = add_imports(cand.source, modules)
-            cand.imported = modules
+            cand.imported += modules
         except (SyntaxError, IndexError, AttributeError, ValueError):
             pass
     report = guardian.audit(cand.source, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)

@@ -177,16 +177,24 @@ def test_a_module_used_without_its_import_gets_the_import(kernel):
     assert kernel.send("genesis_obj", "count_words", "a b a") == {"a": 2, "b": 1}
 
 
-def test_a_name_nothing_defines_is_repaired_before_it_runs(kernel):
-    """A name that is no allowed module (here the method calling itself as a bare
-    function) is named, and the repair fixes it."""
+def test_a_bare_call_of_the_method_itself_becomes_a_send(kernel):
+    """``fact(n - 1)`` inside ``fact`` would pass n as self: the kernel makes it
+    ``self.fact(n - 1)``."""
     bare = code('def fact(self, n):\n    """n!"""\n    return 1 if n < 2 else n * fact(n - 1)\n')
-    right = code('def fact(self, n):\n    """n!"""\n    return 1 if n < 2 else n * self.fact(n - 1)\n')
-    model = ScriptedModel(plan={"queries": ["f"], "examples": []}, methods=[bare, right])
+    model = ScriptedModel(plan={"queries": ["f"], "examples": []}, methods=[bare])
     result = cycle(kernel, model, MissionBrief(selector="fact", args=["n"], intent="n factorial"))
-    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
-    assert "calls the method as a bare function" in model.calls[2]["messages"][-1]["content"]
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "n * self.fact(n - 1)" in result["source"]
     assert kernel.send("genesis_obj", "fact", 5) == 120
+
+
+def test_a_name_nothing_defines_is_repaired_before_it_runs(kernel):
+    undefined = code('def area(self, r):\n    """Area."""\n    return PI * r * r\n')
+    right = code('def area(self, r):\n    """Area."""\n    import math\n    return math.pi * r * r\n')
+    model = ScriptedModel(plan={"queries": ["f"], "examples": []}, methods=[undefined, right])
+    result = cycle(kernel, model, MissionBrief(selector="area", args=["r"], intent="circle area"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    assert "the name 'PI' is not defined" in model.calls[2]["messages"][-1]["content"]
 
 
 def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
