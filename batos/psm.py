@@ -153,6 +153,7 @@ class Snapshot:
     prompts: Mapping[str, str]            # {persona -> system prompt}
     replaced_examples: tuple = ()         # the examples of the method this cycle would replace
     tuning: Mapping[str, Any] = dataclasses.field(default_factory=dict)   # psm_obj tunables (TUNABLES)
+    visible: frozenset = frozenset()      # every slot name the target sees (its own and its parents')
 
 
 @dataclasses.dataclass
@@ -498,8 +499,10 @@ class PrototypalStateMachine:
                 weights = machine._slots.get("cem_weights")
                 if weights is not None:
                     tuning["cem_weights"] = dict(weights)
+            visible = frozenset(k for owner in target._delegation_chain() for k in owner._slots)
         return Snapshot(persona, methods, types.MappingProxyType(slots), types.MappingProxyType(states),
-                        types.MappingProxyType(prompts), replaced_examples, types.MappingProxyType(tuning))
+                        types.MappingProxyType(prompts), replaced_examples, types.MappingProxyType(tuning),
+                        visible)
 
     def _ask(self, cycle: CognitiveCycle, step: StepRecord, persona: str,
              messages: list[dict], schema: dict | None = None, **sampling: Any) -> Generation:
@@ -839,6 +842,33 @@ def fix_bare_sends(source: str, methods: set[str]) -> tuple[str, list[str]]:
     return "".join(lines), sorted({name for _, _, name in spots})
 
 
+def reads_missing_slot(source: str, visible: frozenset) -> Optional[str]:
+    """``self.stack.append(x)`` on an object with no ``stack`` slot, where the method never
+    creates it (no ``self.stack = ...``, no ``hasattr``/``getattr`` of it): an
+    AttributeError on the first call."""
+    import ast
+    tree = ast.parse(source)
+    called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    created: set[str] = set()
+    reads: dict[str, int] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "self":
+            if not isinstance(n.ctx, ast.Load):
+                created.add(n.attr)
+            elif id(n) not in called and not n.attr.startswith("_"):
+                reads[n.attr] = min(n.lineno, reads.get(n.attr, n.lineno))
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and \
+                n.func.id in ("hasattr", "getattr", "setattr") and len(n.args) >= 2 and \
+                isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str):
+            created.add(n.args[1].value)
+    missing = sorted((line, name) for name, line in reads.items() if name not in visible and name not in created)
+    if not missing:
+        return None
+    line, name = missing[0]
+    return (f"line {line}: self.{name} is read, but this object has no slot '{name}' yet and the method "
+            f"never creates it: start with  if not hasattr(self, '{name}'): self.{name} = <its first value>")
+
+
 def _uses_own_name(source: str, selector: str) -> Optional[str]:
     """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
     instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
@@ -875,7 +905,8 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     cand.findings = list(report.findings)
     if report.ok:
         problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs) or \
-            _uses_own_name(cand.source, cycle.selector) or _unknown_names(cand.source, cycle.selector)
+            _uses_own_name(cand.source, cycle.selector) or _unknown_names(cand.source, cycle.selector) or \
+            reads_missing_slot(cand.source, cycle.snapshot.visible | {m.selector for m in cycle.snapshot.methods})
         if problem:
             cand.findings.append(problem)
     if cand.findings:

@@ -215,3 +215,19 @@ def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
         "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0"})
     result = cycle(kernel, model, MissionBrief(selector="halve2", args=["n"], intent="half of n"))
     assert result["state"] == "COMPLETE" and result["examples"][0]["error"], result
+
+
+def test_a_stateful_method_that_never_creates_its_slot_is_repaired(kernel):
+    """``self.stack.append`` on an object with no ``stack``: an AttributeError on the first
+    call on a fresh object, named before it runs."""
+    lazy = code('def push_item(self, item):\n    """Push."""\n    self.stack.append(item)\n'
+                '    self._p_changed = True\n    return len(self.stack)\n')
+    right = code('def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "stack"):\n'
+                 '        self.stack = []\n    self.stack.append(item)\n    self._p_changed = True\n'
+                 '    return len(self.stack)\n')
+    model = ScriptedModel(plan={"queries": ["stack"], "examples": []}, methods=[lazy, right])
+    result = cycle(kernel, model, MissionBrief(selector="push_item", args=["item"],
+                                               intent="push the item onto a stack kept on this object"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    assert "line 3: self.stack is read, but this object has no slot 'stack'" in model.calls[2]["messages"][-1]["content"]
+    assert [kernel.send("genesis_obj", "push_item", x) for x in "ab"] == [1, 2]
