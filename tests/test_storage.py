@@ -314,8 +314,12 @@ def _blobs_are_shared(tmp_path: Path, uri: str) -> None:
 
 
 @pytest.mark.process
-def test_model_blobs_are_shared_through_zeo(zeo, tmp_path):
-    _blobs_are_shared(tmp_path, zeo.uri)
+@pytest.mark.parametrize("shared_dir", [False, True], ids=["through-zeo", "shared-blob-dir"])
+def test_model_blobs_are_shared_through_zeo(zeo, tmp_path, shared_dir):
+    """Through ZEO into each kernel's blob cache, or read from the server's own blob
+    directory (shared_blob_dir, the same file system)."""
+    uri = zeo.uri + (f"?shared_blob_dir=true&blob_dir={zeo.home / 'live_image.fs.blob'}" if shared_dir else "")
+    _blobs_are_shared(tmp_path, uri)
 
 
 # ---------------------------------------------------------------- the watchdog
