@@ -52,8 +52,14 @@ class Settings:
     # this kernel's name where the image is shared (its log is metacognition-NAME.jsonl);
     # empty: HOSTNAME-PORT of ZMQ_ENDPOINT
     KERNEL_NAME: str = ""
-    # the Synaptic Bridge (loopback or ipc only)
+    # the Synaptic Bridge: loopback or ipc, or any address with CURVE on
     ZMQ_ENDPOINT: str = "tcp://127.0.0.1:5555"
+    # CurveZMQ (batos/curve.py): "1" on, "0" off, "" on only for a non-loopback endpoint
+    CURVE: str = ""
+    # the client's CURVE files: the kernel's public certificate, the client's secret one
+    # (empty: BATOS_HOME/curve/server.key and local.key_secret, the kernel's own pair)
+    SERVER_KEY: str = ""
+    CLIENT_CERT: str = ""
     MAX_MESSAGE_BYTES: int = 1 << 20
     MAX_INFLIGHT_REQUESTS: int = 256     # requests handled at once
     MAX_QUEUED_REQUESTS: int = 4096      # read and waiting for a slot; beyond, the socket is not read
@@ -154,6 +160,11 @@ class Settings:
         return self.path(self.METACOGNITION_LOG_FILE)
 
     @property
+    def curve_enabled(self) -> bool:
+        """CURVE=1, or CURVE unset and an endpoint other machines can reach."""
+        return self.CURVE == "1" or (self.CURVE == "" and not is_local_endpoint(self.ZMQ_ENDPOINT))
+
+    @property
     def kernel_name(self) -> str:
         """KERNEL_NAME, else HOSTNAME-PORT of the endpoint (HOSTNAME-NAME for ipc://)."""
         if self.KERNEL_NAME:
@@ -201,6 +212,10 @@ def _parse(name: str, raw: str, default: Any) -> Any:
             raise ConfigError(f"config: {var} must be a JSON object of strings, "
                               'e.g. {"BRICK": "smollm2"}')
         return value
+    if name == "CURVE":   # three values: on, off, and unset (on for a non-loopback endpoint)
+        low = raw.strip().lower()
+        return {"1": "1", "true": "1", "yes": "1", "on": "1",
+                "0": "0", "false": "0", "no": "0", "off": "0", "": ""}.get(low, raw)
     return raw
 
 
@@ -246,7 +261,15 @@ def _check(s: Settings) -> None:
     if not 0.0 <= s.LLM_TEMPERATURE <= 2.0:
         raise ConfigError(f"config: {ENV_PREFIX}LLM_TEMPERATURE={s.LLM_TEMPERATURE!r} "
                           "must be between 0 and 2")
-    check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT")
+    if s.CURVE not in ("", "0", "1"):
+        raise ConfigError(f"config: {ENV_PREFIX}CURVE={s.CURVE!r} is not 1 or 0 (unset: on for a "
+                          "non-loopback endpoint)")
+    if s.CURVE == "0" and not is_local_endpoint(s.ZMQ_ENDPOINT):
+        _endpoint_host(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT")   # a malformed one says so
+        raise ConfigError(f"config: {ENV_PREFIX}ZMQ_ENDPOINT={s.ZMQ_ENDPOINT!r} is not a loopback "
+                          f"address, and {ENV_PREFIX}CURVE=0: a kernel other machines can reach "
+                          f"needs CURVE (unset {ENV_PREFIX}CURVE or set it to 1)")
+    check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT", remote=s.curve_enabled)
     from batos import storage   # the URI's grammar lives with the storages
     storage.parse(s.DB_URI, s.HOME, s.DB_FILE, s.BLOB_DIR)
     if s.KERNEL_NAME and not re.match(r"^[A-Za-z0-9._-]{1,64}$", s.KERNEL_NAME):
@@ -267,25 +290,40 @@ def _check(s: Settings) -> None:
                           f"is not one of {', '.join(PERSONAS)}")
 
 
-def check_endpoint(endpoint: str, var: str) -> None:
-    """Accept tcp://<loopback>:<port> or ipc://<path>; BAT OS never listens beyond this machine."""
+def _endpoint_host(endpoint: str, var: str) -> str | None:
+    """The host of tcp://HOST:PORT (None for ipc://PATH); ConfigError for anything else."""
     if endpoint.startswith("ipc://") and len(endpoint) > len("ipc://"):
-        return
+        return None
     m = re.match(r"^tcp://(\[[^\]]+\]|[^:/\[\]]+):(\d+)$", endpoint)
     if not m:
         raise ConfigError(f"config: {var}={endpoint!r} is not tcp://HOST:PORT or ipc://PATH")
-    host, port = m.group(1).strip("[]"), int(m.group(2))
-    if not 0 < port < 65536:
+    if not 0 < int(m.group(2)) < 65536:
         raise ConfigError(f"config: {var}={endpoint!r} has a port outside 1..65535")
-    if host == "localhost":
-        return
+    return m.group(1).strip("[]")
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """ipc://, localhost or a loopback address: nothing beyond this machine can connect."""
     try:
-        loopback = ipaddress.ip_address(host).is_loopback
+        host = _endpoint_host(endpoint, "endpoint")
+    except ConfigError:
+        return True     # not an endpoint at all: check_endpoint says so
+    if host is None or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        loopback = False
-    if not loopback:
+        return False
+
+
+def check_endpoint(endpoint: str, var: str, remote: bool = False) -> None:
+    """Accept tcp://<loopback>:<port> or ipc://<path>; with ``remote`` (CURVE on for the
+    Synaptic Bridge) any tcp://HOST:PORT."""
+    _endpoint_host(endpoint, var)
+    if not remote and not is_local_endpoint(endpoint):
         raise ConfigError(f"config: {var}={endpoint!r} is not a loopback address; "
-                          "BAT OS only listens on 127.0.0.0/8, [::1] or localhost")
+                          "BAT OS only listens on 127.0.0.0/8, [::1] or localhost"
+                          + (" unless CURVE is on (BATOS_CURVE=1)" if var.endswith("ZMQ_ENDPOINT") else ""))
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

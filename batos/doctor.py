@@ -126,10 +126,17 @@ def probe_image() -> dict:
 
 
 def _ping_holder(settings: config.Settings, path: Path) -> dict:
-    from client.connection import Connection, KernelUnavailable
+    from batos import curve
+    from client.connection import Connection, CurveRefused, KernelUnavailable
     try:
-        with Connection(settings.ZMQ_ENDPOINT, timeout_s=3.0) as conn:
+        keys = curve.client_keys(settings)     # with CURVE on: the home's local pair
+    except curve.CurveError as exc:
+        raise CheckFailed(f"{path} is locked by a kernel with CURVE on, and {exc}") from None
+    try:
+        with Connection(settings.ZMQ_ENDPOINT, timeout_s=3.0, curve=keys) as conn:
             pong = conn.call("ping")
+    except CurveRefused as exc:
+        raise CheckFailed(str(exc)) from None
     except KernelUnavailable:
         raise CheckFailed(f"{path} is locked, but no kernel answers at {settings.ZMQ_ENDPOINT}; "
                           "another process holds the image: stop it, or give this one its own "

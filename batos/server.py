@@ -41,6 +41,8 @@ class Server:
         self.handlers = handlers
         self.shutdown = shutdown
         self.settings = kernel.settings
+        self.ctx = ctx
+        self.auth = None     # the CURVE authenticator (batos.curve), when CURVE is on
         self.sock = ctx.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 500)
         # hard cap well above the protocol's limit: larger frames drop the peer
@@ -54,7 +56,38 @@ class Server:
         shutdown.on_request(self._stop_receiving)
 
     def bind(self) -> None:
-        self.sock.bind(self.settings.ZMQ_ENDPOINT)
+        """Bind ZMQ_ENDPOINT (with CURVE when it is on); on failure the socket is closed, so the
+        context can terminate."""
+        try:
+            if self.settings.curve_enabled:
+                self._secure()
+            self.sock.bind(self.settings.ZMQ_ENDPOINT)
+        except zmq.ZMQError:
+            self.close()
+            raise
+
+    def _secure(self) -> None:
+        """CURVE: the kernel's pair on the socket, and the ZAP authenticator started before the
+        bind (with no ZAP handler, libzmq lets every CURVE client in).  Certificates that cannot
+        be made or read stop the start as a failed bind does."""
+        from batos import curve
+        try:
+            public, secret = curve.server_pair(self.settings.HOME)
+            self.auth = curve.Authenticator(self.ctx, self.settings.HOME, on_refused=self._refused)
+            self.auth.start()
+        except (curve.CurveError, OSError) as exc:
+            raise zmq.ZMQError(msg=f"CURVE is on, but {exc}") from None
+        self.sock.curve_secretkey = secret
+        self.sock.curve_publickey = public
+        self.sock.curve_server = True
+        log.info("server: CURVE on; clients need %s and a certificate in %s (%d there now, "
+                 "and this machine's local pair)", curve.curve_dir(self.settings.HOME) / "server.key",
+                 curve.authorized_dir(self.settings.HOME), len(self.auth.keys))
+
+    def _refused(self, event: dict) -> None:
+        metalog = getattr(self.kernel, "metalog", None)
+        if metalog is not None:
+            metalog.write(event)
 
     # -- replies -----------------------------------------------------------------------
     def _send(self, identity: bytes, message: dict) -> None:
@@ -213,6 +246,8 @@ class Server:
                 await asyncio.wait(pending, timeout=1.0)
 
     def close(self) -> None:
+        if self.auth is not None:
+            self.auth.stop()
         self.sock.close(linger=500)
 
 

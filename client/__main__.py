@@ -5,7 +5,9 @@
     python -m client --translate -        one utterance per stdin line, one JSON line each
     python -m client -c TEXT              translate, send, print the final reply; exit 0/1
     python -m client --send JSON          send a raw protocol command
-Options: --target OID (default genesis_obj), --endpoint URL, --timeout SECONDS.
+Options: --target OID (default genesis_obj), --endpoint URL, --timeout SECONDS,
+--server-key FILE and --client-cert FILE (CURVE: the kernel's public certificate and this
+client's secret one; by default, with CURVE on, BATOS_HOME/curve's local pair).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import json
 import sys
 
 import config
+from batos import curve
 from client.chat import Chat, format_result
 from client.connection import KernelError, KernelUnavailable
 from client.session import Session
@@ -28,14 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", default="genesis_obj", help="the object to talk to")
     ap.add_argument("--endpoint", help="the kernel's ZMQ_ENDPOINT")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for a final reply")
+    ap.add_argument("--server-key", metavar="FILE",
+                    help="CURVE: the kernel's public certificate (its BATOS_HOME/curve/server.key)")
+    ap.add_argument("--client-cert", metavar="FILE",
+                    help="CURVE: this client's secret certificate (NAME.key_secret; NAME.key must be "
+                         "in the kernel's BATOS_HOME/curve/authorized/)")
     args = ap.parse_args(argv)
     try:
-        settings = config.load(ZMQ_ENDPOINT=args.endpoint)
-    except config.ConfigError as exc:
+        settings = config.load(ZMQ_ENDPOINT=args.endpoint, SERVER_KEY=args.server_key,
+                               CLIENT_CERT=args.client_cert)
+        keys = curve.client_keys(settings)
+    except (config.ConfigError, curve.CurveError) as exc:
         print(exc, file=sys.stderr)
         return 2
     session = Session(settings.ZMQ_ENDPOINT, args.target, timeout_s=args.timeout,
-                      n_gpu_layers=settings.LLM_N_GPU_LAYERS)
+                      n_gpu_layers=settings.LLM_N_GPU_LAYERS, curve=keys)
     try:
         if args.send:
             return send_raw(session, args.send)

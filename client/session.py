@@ -5,20 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from client.connection import Connection, KernelError, KernelUnavailable
+from client.connection import Connection, CurveRefused, KernelError, KernelUnavailable
 from client.translator import (ParserModelUnavailable, Translator, find_parser_model,
                                object_command, validate, warn)
 
 
 class Session:
     def __init__(self, endpoint: str, target: str = "genesis_obj", *, timeout_s: float = 900.0,
-                 notify: Callable[[str], None] = warn, n_gpu_layers: int = -1):
+                 notify: Callable[[str], None] = warn, n_gpu_layers: int = -1, curve: Any = None):
         self.endpoint = endpoint
+        self.curve = curve                 # batos.curve.ClientKeys when CURVE is on
         self.n_gpu_layers = n_gpu_layers   # LLM_N_GPU_LAYERS for the parser model
         self.target = target
         self.timeout_s = timeout_s
         self.notify = notify
-        self.conn = Connection(endpoint, timeout_s=10.0)
+        self.conn = Connection(endpoint, timeout_s=10.0, curve=curve)
         self.translator: Translator | None = None
         self.translator_error: str | None = None
 
@@ -27,10 +28,13 @@ class Session:
 
     # -- the kernel ---------------------------------------------------------------
     def alive(self, timeout_s: float = 1.0) -> bool:
-        with Connection(self.endpoint, timeout_s=timeout_s) as probe:
+        """True when the kernel answers ping; a refused CURVE handshake is raised, not False."""
+        with Connection(self.endpoint, timeout_s=timeout_s, curve=self.curve) as probe:
             try:
                 probe.call("ping")
                 return True
+            except CurveRefused:
+                raise
             except KernelUnavailable:
                 return False
 
@@ -49,6 +53,9 @@ class Session:
                                         f"{timeout_s or self.timeout_s:g}s")
             try:
                 return self.conn.wait(rid, min(slice_s, left), on_progress)
+            except CurveRefused:
+                self.conn.reconnect()      # a later request shakes hands afresh
+                raise
             except KernelUnavailable:
                 if not self.alive():
                     self.notify(f"the kernel at {self.endpoint} is not answering (down or "

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from batos import curve
 from client.connection import Connection, KernelError, KernelUnavailable
 
 log = logging.getLogger("watchdog.process")
@@ -30,6 +31,7 @@ class KernelProcess:
         self.proc: subprocess.Popen | None = None
         self.exited = threading.Event()
         self.started_at = 0.0
+        self.curve: curve.ClientKeys | None = None   # the local pair, when CURVE is on
 
     @property
     def pid(self) -> int | None:
@@ -40,6 +42,12 @@ class KernelProcess:
         env["BATOS_WATCHDOG_PID"] = str(os.getpid())
         env["BATOS_HOME"] = str(self.settings.HOME)
         env["BATOS_ZMQ_ENDPOINT"] = self.settings.ZMQ_ENDPOINT
+        if self.settings.curve_enabled:
+            # made here if missing (the kernel would make the same), so the pings can connect
+            # before the kernel is up; a CurveError stops the watchdog with its message
+            curve.ensure_kernel_certificates(self.settings.HOME)
+            self.curve = curve.client_keys(self.settings, str(curve.curve_dir(self.settings.HOME) / "server.key"),
+                                           str(curve.curve_dir(self.settings.HOME) / "local.key_secret"))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "batos"], cwd=PROJECT_ROOT, env=env,
@@ -63,7 +71,7 @@ class KernelProcess:
         """True once the kernel answers ping; False if it exits or the time runs out."""
         deadline = time.monotonic() + timeout_s
         # one socket throughout: pings queue until the kernel binds, then are answered at once
-        with Connection(self.settings.ZMQ_ENDPOINT, timeout_s=0.1) as conn:
+        with Connection(self.settings.ZMQ_ENDPOINT, timeout_s=0.1, curve=self.curve) as conn:
             while time.monotonic() < deadline:
                 if self.exited.is_set():
                     return False
@@ -80,7 +88,7 @@ class KernelProcess:
             return self.describe_exit()
         s = self.settings
         try:
-            with Connection(s.ZMQ_ENDPOINT, timeout_s=2.0) as conn:
+            with Connection(s.ZMQ_ENDPOINT, timeout_s=2.0, curve=self.curve) as conn:
                 conn.call("shutdown", timeout_s=2.0)
         except (KernelUnavailable, KernelError):
             pass

@@ -65,7 +65,8 @@ class Supervisor:
         log.info("watchdog: pid %s supervising a kernel on %s (home %s)",
                  os.getpid(), self.settings.ZMQ_ENDPOINT, self.settings.HOME)
         self.launch("first start")
-        conn = Connection(self.settings.ZMQ_ENDPOINT, timeout_s=self.settings.WATCHDOG_PING_INTERVAL_S)
+        conn = Connection(self.settings.ZMQ_ENDPOINT, timeout_s=self.settings.WATCHDOG_PING_INTERVAL_S,
+                          curve=self.kernel.curve)
         last_pong = time.monotonic()
         next_poll = 0.0
         try:
