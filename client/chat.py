@@ -32,6 +32,9 @@ Type what you want in plain words; the parser turns it into a command
   /clone [oid] [name]         a copy of an object (default: the target)
   /self                       genesis describes itself (its display_yourself method)
   /log [n]                    the last n metacognition events (default 10)
+  /stats                      the record as a table: cycles, pass rate, time, CEM, adaptations
+  /adaptations                what the self-tuning loop adopted
+  /revert ID                  undo an adopted adaptation (its id from /adaptations)
   /exit                       leave (also: exit, Ctrl-D)
 Ctrl-C cancels the current wait."""
 
@@ -69,7 +72,10 @@ def format_result(command: dict, reply: dict) -> str:
         if result.get("state") == "COMPLETE":
             duration = result.get("duration_s")
             took = f"{duration:.1f}s, " if isinstance(duration, (int, float)) else ""
-            return (f"✓ {result.get('selector')} is installed ({took}{result.get('persona')}{tested}):\n"
+            cem = result.get("cem") if isinstance(result.get("cem"), dict) else {}
+            score = cem.get("score")
+            scored = f", CEM {score:.2f}" if isinstance(score, (int, float)) and not isinstance(score, bool) else ""
+            return (f"✓ {result.get('selector')} is installed ({took}{result.get('persona')}{scored}{tested}):\n"
                     + _indent(str(result.get("source") or "")))
         return f"✗ the cycle FAILED in {result.get('phase') or 'its'} phase: {result.get('reason')}"
     if kind == "send_message" and isinstance(result, dict):
@@ -80,6 +86,41 @@ def format_result(command: dict, reply: dict) -> str:
         return (f"✓ {verb} {result['oid']} ({result.get('name')}); "
                 f"/target {result['oid']} to talk to it")
     return json.dumps(result, indent=2, ensure_ascii=False, default=repr)
+
+
+def _practice(score: Any) -> str:
+    """A practice score {passed, missions, median_s} as "2/3 in 21.5s"."""
+    if not isinstance(score, dict):
+        return "-"
+    median = score.get("median_s")
+    took = f" in {median:g}s" if isinstance(median, (int, float)) else ""
+    return f"{score.get('passed', '?')}/{score.get('missions', '?')}{took}"
+
+
+def adaptation_lines(result: Any) -> list[str]:
+    """``list_adaptations``' result, one line per adaptation: id, when, the change, the
+    practice scores (current → proposed), reverted or not, and why."""
+    adaptations = result.get("adaptations") if isinstance(result, dict) else None
+    if not isinstance(adaptations, list) or not adaptations:
+        return ["  (no adaptations adopted yet)"]
+    lines = []
+    for a in adaptations:
+        if not isinstance(a, dict):
+            continue
+        try:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(a.get("ts"))))
+        except (TypeError, ValueError, OverflowError, OSError):
+            when = "----------  --:--"
+        p = a.get("proposal") if isinstance(a.get("proposal"), dict) else {}
+        value = json.dumps(p.get("value"), ensure_ascii=False, default=repr)
+        value = value if len(value) <= 40 else value[:39] + "…"
+        scores = a.get("scores") if isinstance(a.get("scores"), dict) else {}
+        why = " ".join(str(p.get("why") or "").split())
+        lines.append(f"  {str(a.get('id')):<12} {when}  {p.get('kind')} {p.get('target')} = {value}  "
+                     f"practice {_practice(scores.get('current'))} → {_practice(scores.get('proposed'))}"
+                     f"{'  (reverted)' if a.get('reverted') else ''}"
+                     + (f"  - {why[:120]}" if why else ""))
+    return lines
 
 
 def _indent(text: str) -> str:
@@ -416,7 +457,43 @@ class Chat:
         if not lines and not skipped:
             self.say("  (no events yet)")
 
+    def cmd_stats(self, args: list[str]) -> None:
+        from batos.autotelic import read_events
+        from batos.stats import table
+        if args:
+            raise UsageError("usage: /stats (no arguments; python -m batos.stats has the options)")
+        if not self.log_path.exists():
+            self.say(f"  no log at {self.log_path}")
+            return
+        try:
+            text = table(read_events(self.log_path))
+        except OSError as exc:
+            self.say(f"! cannot read {self.log_path}: {exc}")
+            return
+        self.say("\n".join("  " + line if line else "" for line in text.splitlines()))
+
+    def cmd_adaptations(self, args: list[str]) -> None:
+        if args:
+            raise UsageError("usage: /adaptations (no arguments)")
+        for line in adaptation_lines(self.session.call("list_adaptations")):
+            self.say(line)
+
+    def cmd_revert(self, args: list[str]) -> None:
+        if len(args) != 1 or not 0 < len(args[0]) <= 64:
+            raise UsageError("usage: /revert ID (an adaptation's id, as /adaptations shows it)")
+        try:
+            record = self.session.call("revert_adaptation", adaptation=args[0])
+        except KernelError as exc:
+            message = exc.message.removeprefix("revert_adaptation: ")
+            message = (message.replace("list_adaptations", "/adaptations") if "list_adaptations" in message
+                       else f"{message}; /adaptations lists what can be reverted")
+            self.say(f"! cannot revert {args[0]}: {message}")
+            return
+        p = record.get("proposal") if isinstance(record, dict) and isinstance(record.get("proposal"), dict) else {}
+        self.say(f"  reverted {args[0]}: {p.get('kind')} {p.get('target')} has its old value again")
+
 
 SLASH = {"/help": Chat.cmd_help, "/objects": Chat.cmd_objects, "/describe": Chat.cmd_describe,
          "/target": Chat.cmd_target, "/send": Chat.cmd_send, "/new": Chat.cmd_new,
-         "/clone": Chat.cmd_clone, "/self": Chat.cmd_self, "/log": Chat.cmd_log}
+         "/clone": Chat.cmd_clone, "/self": Chat.cmd_self, "/log": Chat.cmd_log,
+         "/stats": Chat.cmd_stats, "/adaptations": Chat.cmd_adaptations, "/revert": Chat.cmd_revert}

@@ -349,3 +349,86 @@ def test_bytes_that_are_not_utf8_become_question_marks():
     from client.chat import clean_line
     assert clean_line("/send greet \udcff\x00") == (
         "/send greet ?", "(bytes that are not UTF-8 replaced with ?; control characters removed)")
+
+
+# -- /adaptations, /revert, /stats and the CEM (issue #14) --------------------------------
+ADAPTATION = {"id": "a1b2c3d4e5", "ts": 1700000000.0,
+              "proposal": {"kind": "max_tokens", "target": "SYNTHESIZING", "value": 384,
+                           "why": "answers were cut\nshort"},
+              "before": {"max_tokens": 512},
+              "scores": {"current": {"passed": 2, "missions": 3, "median_s": 21.5},
+                         "proposed": {"passed": 3, "missions": 3, "median_s": 19.0}},
+              "reverted": False}
+
+
+def test_format_result_shows_the_cycles_cem_on_the_installed_line():
+    result = {"state": "COMPLETE", "selector": "reverse_text", "source": "def reverse_text(self, t):\n    return t[::-1]\n",
+              "duration_s": 10.8, "persona": "ALFRED",
+              "cem": {"score": 0.6234, "relevance": 0.9, "novelty": 0.4, "diversity": 0.2, "similarity": "cosine"},
+              "examples": [{"args": ["ab"], "expected": "ba", "actual": "ba", "error": None, "passed": True}]}
+    text = format_result({"command": "initiate_cognitive_cycle"}, {"ok": True, "result": result})
+    assert text.splitlines()[0] == "✓ reverse_text is installed (10.8s, ALFRED, CEM 0.62, 1/1 examples pass):"
+    del result["cem"]        # a kernel without it still reads
+    assert "CEM" not in format_result({"command": "initiate_cognitive_cycle"}, {"ok": True, "result": result})
+    result["cem"] = {"score": None}
+    assert "CEM" not in format_result({"command": "initiate_cognitive_cycle"}, {"ok": True, "result": result})
+
+
+def test_adaptation_lines_show_one_adaptation_per_line():
+    from client.chat import adaptation_lines
+    lines = adaptation_lines({"adaptations": [ADAPTATION, {**ADAPTATION, "id": "ffff", "reverted": True,
+                                                           "proposal": {"kind": "rule", "target": "VALIDATING",
+                                                                        "value": "x" * 80}}]})
+    assert len(lines) == 2
+    first = lines[0]
+    assert first.lstrip().startswith("a1b2c3d4e5") and "max_tokens SYNTHESIZING = 384" in first
+    assert "practice 2/3 in 21.5s → 3/3 in 19s" in first and "answers were cut short" in first
+    assert "(reverted)" not in first and "(reverted)" in lines[1] and "…" in lines[1]
+    assert adaptation_lines({"adaptations": []}) == ["  (no adaptations adopted yet)"]
+    assert adaptation_lines(None) == ["  (no adaptations adopted yet)"]
+    assert adaptation_lines({"adaptations": [{"id": "odd", "ts": "soon", "scores": 3}, 7]})[0].lstrip().startswith("odd")
+
+
+def test_stats_prints_the_records_table(tmp_path, capsys):
+    events = [{"event": "cycle_end", "ts": 1700000000 + i, "state": "COMPLETE" if i % 2 else "FAILED",
+               "duration_s": 10.0 + i, "cem": {"score": 0.5}} for i in range(4)]
+    events.append({"event": "adaptation", "ts": 1700000010, "adopted": True, "outcome": "adopted: better",
+                   "proposal": {"kind": "max_tokens", "target": "SYNTHESIZING", "value": 384}})
+    chat = quiet_chat(tmp_path, log_text="\n".join(json.dumps(e) for e in events) + "\n{half")
+    chat.handle("/stats")
+    out = capsys.readouterr().out
+    from batos.autotelic import read_events
+    from batos.stats import table
+    assert out.splitlines() == ["  " + line if line else "" for line in table(read_events(chat.log_path)).splitlines()]
+    assert "50%" in out and "0.500" in out and "adopted" in out
+    chat.log_path.unlink()
+    chat.handle("/stats")
+    assert "no log at" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="usage: /stats"):
+        chat.handle("/stats day")
+    for line in ("/adaptations", "/revert ID", "/stats"):
+        assert line in HELP
+
+
+def test_revert_needs_one_id(tmp_path):
+    chat = quiet_chat(tmp_path)
+    for line in ("/revert", "/revert a b", "/revert " + "x" * 65):
+        with pytest.raises(UsageError, match="usage: /revert ID"):
+            chat.handle(line)
+
+
+@pytest.mark.process
+def test_adaptations_and_revert_against_a_kernel(kernel, tmp_path, capsys):
+    session = Session(kernel.endpoint, notify=print)
+    chat = Chat(session, tmp_path / "client_history", kernel.home / "metacognition.jsonl")
+    try:
+        chat.guarded(chat.handle, "/adaptations")
+        assert capsys.readouterr().out == "  (no adaptations adopted yet)\n"
+        chat.guarded(chat.handle, "/revert nosuchid")
+        out = capsys.readouterr().out
+        assert out.startswith("! cannot revert nosuchid: ") and "nosuchid" in out[25:]
+        assert "/adaptations" in out and "list_adaptations" not in out and len(out.splitlines()) == 1
+        chat.guarded(chat.handle, "/stats")
+        assert "no cycles in the record yet" in capsys.readouterr().out
+    finally:
+        session.close()
