@@ -16,6 +16,7 @@ import collections
 import functools
 import logging
 import os
+import random
 import threading
 import time
 import uuid
@@ -38,7 +39,8 @@ from batos.uvm import Method, NotUnderstood
 
 log = logging.getLogger("batos.kernel")
 Progress = Callable[[dict], None] | None
-CONFLICT_RETRIES = 5    # a call whose object changed under it runs again this many times
+CONFLICT_RETRIES = 10   # a call whose object changed under it runs again this many times,
+CONFLICT_PAUSE_S = 0.002  # after a jittered pause that doubles each time (other kernels on a shared image)
 RECENT_CYCLES = 20      # cycles the system view shows
 SYSTEM_VIEW_OBJECTS = 200
 SYSTEM_PARAM = "system"  # a method with a parameter of this name is passed the system view
@@ -344,6 +346,7 @@ class Kernel:
             if await self.in_thread(functools.partial(self.image.transact, commit, note=f"send {label}")):
                 return reply.get("value")
             log.info("kernel: %s: the object changed during the call; running it again", label)
+            await asyncio.sleep(random.uniform(0.5, 1.0) * min(0.25, CONFLICT_PAUSE_S * 2 ** _attempt))
         raise RuntimeError(f"{label}: the object kept changing under the call; gave up after "
                            f"{CONFLICT_RETRIES + 1} attempts")
 
