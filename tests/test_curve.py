@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -233,6 +234,15 @@ def test_the_watchdog_sees_a_curve_kernel_alive(tmp_path):
         assert "hung" not in dog.log() and "restarting" not in dog.log(), dog.log()
         with Connection(dog.endpoint, timeout_s=1.0) as plain, pytest.raises(KernelUnavailable):
             plain.call("ping")                # without CURVE keys: nothing
+        os.kill(pid, signal.SIGKILL)          # restarted with the same certificates
+
+        def new_pid():
+            with Connection(dog.endpoint, timeout_s=0.5, curve=keys_for(home)) as c:
+                try:
+                    return c.call("ping")["pid"] != pid
+                except KernelUnavailable:
+                    return False
+        assert wait_for(new_pid, 30), dog.log()
     finally:
         dog.stop()
     assert "stopped when asked" in dog.log(), dog.log()
