@@ -36,8 +36,8 @@ def test_environment_overrides_each_setting(tmp_path):
     ({"BATOS_METHOD_TIMEOUT_S": "soon"}, "BATOS_METHOD_TIMEOUT_S"),
     ({"BATOS_METHOD_TIMEOUT_S": "-1"}, "BATOS_METHOD_TIMEOUT_S"),
     ({"BATOS_CYCLE_WORKERS": "1.5"}, "BATOS_CYCLE_WORKERS"),
-    ({"BATOS_ZMQ_ENDPOINT": "tcp://10.0.0.1:5555"}, "loopback"),
-    ({"BATOS_ZMQ_ENDPOINT": "tcp://0.0.0.0:5555"}, "loopback"),
+    ({"BATOS_ZMQ_ENDPOINT": "tcp://10.0.0.1:5555", "BATOS_CURVE": "0"}, "loopback"),
+    ({"BATOS_ZMQ_ENDPOINT": "tcp://0.0.0.0:5555", "BATOS_CURVE": "0"}, "loopback"),
     ({"BATOS_ZMQ_ENDPOINT": "http://127.0.0.1"}, "BATOS_ZMQ_ENDPOINT"),
     ({"BATOS_ZMQ_ENDPOINT": "tcp://127.0.0.1:99999"}, "port"),
     ({"BATOS_PERSONA_MODELS": "not json"}, "BATOS_PERSONA_MODELS"),
@@ -55,3 +55,8 @@ def test_bad_values_fail_with_a_message_naming_the_variable(env, needle):
 def test_loopback_forms_are_accepted():
     for endpoint in ("tcp://localhost:5555", "tcp://127.0.0.2:5555", "tcp://[::1]:5555", "ipc:///tmp/x"):
         assert config.load({"BATOS_ZMQ_ENDPOINT": endpoint}).ZMQ_ENDPOINT == endpoint
+
+
+def test_a_non_loopback_endpoint_implies_curve(tmp_path):
+    s = config.load({"BATOS_HOME": str(tmp_path), "BATOS_ZMQ_ENDPOINT": "tcp://10.0.0.1:5555"})
+    assert s.ZMQ_ENDPOINT == "tcp://10.0.0.1:5555" and s.curve_enabled
