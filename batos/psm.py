@@ -869,6 +869,42 @@ def reads_missing_slot(source: str, visible: frozenset) -> Optional[str]:
             f"never creates it: start with  if not hasattr(self, '{name}'): self.{name} = <its first value>")
 
 
+_COVENANT_RETURN = re.compile(r"^line (\d+): Persistence Covenant: this return can follow a state change")
+_COVENANT_END = "but does not end with 'self._p_changed = True'"
+
+
+def add_covenant(source: str, findings: list[str]) -> Optional[str]:
+    """The covenant line added where the guardian's findings ask for it (before the
+    returns that can follow a change, and at the end), or None when a finding is of
+    another kind or a return shares its line with other code."""
+    import ast
+    fn = ast.parse(source).body[0]
+    lines = source.splitlines(keepends=True)
+    inserts: dict[int, str] = {}       # 0-based line index -> indentation
+    for finding in findings:
+        m = _COVENANT_RETURN.match(finding)
+        if m:
+            index = int(m.group(1)) - 1
+            text = lines[index]
+            if not text.lstrip().startswith("return"):
+                return None
+            inserts[index] = text[:len(text) - len(text.lstrip())]
+        elif _COVENANT_END in finding:
+            last = fn.body[-1]
+            if last.lineno == fn.lineno:
+                return None
+            indent = " " * last.col_offset
+            index = last.lineno - 1 if isinstance(last, ast.Return) else (last.end_lineno or last.lineno)
+            inserts[index] = indent
+        else:
+            return None
+    for index in sorted(inserts, reverse=True):
+        lines.insert(index, f"{inserts[index]}self._p_changed = True\n")
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return "".join(lines)
+
+
 def _uses_own_name(source: str, selector: str) -> Optional[str]:
     """A method that keeps data in ``self.<its own name>`` reads itself (a bound method)
     instead: ``tally`` writing ``self.tally[item]``.  Calling itself is fine."""
@@ -902,6 +938,16 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
         except (SyntaxError, IndexError, AttributeError, ValueError):
             pass
     report = guardian.audit(cand.source, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
+    if not report.ok and not cycle.pure:   # a mission that keeps something: the covenant line is the kernel's to add
+        try:
+            fixed = add_covenant(cand.source, report.findings)
+        except (SyntaxError, IndexError, AttributeError):
+            fixed = None
+        if fixed is not None:
+            again = guardian.audit(fixed, cycle.selector, max_bytes=psm.settings.MAX_SOURCE_BYTES)
+            if again.ok:
+                cand.source, report = fixed, again
+                cand.imported.append("self._p_changed")
     cand.findings = list(report.findings)
     if report.ok:
         problem = report.accepts(len(cycle.mission.args), cycle.mission.kwargs) or \

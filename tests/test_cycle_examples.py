@@ -231,3 +231,18 @@ def test_a_stateful_method_that_never_creates_its_slot_is_repaired(kernel):
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
     assert "line 3: self.stack is read, but this object has no slot 'stack'" in model.calls[2]["messages"][-1]["content"]
     assert [kernel.send("genesis_obj", "push_item", x) for x in "ab"] == [1, 2]
+
+
+def test_the_covenant_line_is_added_by_the_kernel_for_a_mission_that_keeps_something(kernel):
+    forgot = code('def next_ticket(self):\n    """Next ticket."""\n    if not hasattr(self, "last_ticket"):\n'
+                  '        self.last_ticket = 0\n    self.last_ticket += 1\n    return self.last_ticket\n')
+    model = ScriptedModel(plan={"queries": ["t"], "examples": []}, methods=[forgot])
+    result = cycle(kernel, model, MissionBrief(selector="next_ticket", args=[],
+                                               intent="hand out ticket numbers: 1 the first time, then 2, 3"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "    self._p_changed = True\n    return self.last_ticket" in result["source"]
+    assert [kernel.send("genesis_obj", "next_ticket") for _ in range(3)] == [1, 2, 3]
+    # a mission that keeps nothing is not given it: changing state there is refused
+    model = ScriptedModel(plan={"queries": ["t"], "examples": []}, methods=[forgot.replace("next_ticket", "peek")] * 2)
+    result = cycle(kernel, model, MissionBrief(selector="peek", args=[], intent="return the number 1"))
+    assert result["state"] == "FAILED", result
