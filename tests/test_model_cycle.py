@@ -91,7 +91,7 @@ def test_seed_payload_cycle_then_call(make_kernel):
     assert result["state"] == "COMPLETE", result
     assert result["transitions"][0] == "IDLE" and result["transitions"][-1] == "COMPLETE"
     assert "def greet_by_name(self" in result["source"]
-    assert [m["state"] for m in replies[:-1]] == result["transitions"]
+    assert len(replies) == 1      # no id: its events could not be matched, so only the final reply
     with k.connect() as c:
         value = c.call("send_message", target_oid="genesis_obj", selector="greet_by_name",
                        args=["Architect"])["value"]
