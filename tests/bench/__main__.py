@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.flywheel:
         from tests.bench import flywheel
-        out = flywheel.run(args.rounds, 3)
+        out = flywheel.run(args.rounds, 2)
         flywheel.report(out)
         print(json.dumps(out, default=str))
         return 0
