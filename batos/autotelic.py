@@ -274,13 +274,13 @@ class Autotelic:
         try:
             analysis = analyze(read_events(self.settings.log_path))
             record["analysis"] = analysis
-            proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel)
-            record["proposal"] = proposal
             suite = self.practice_suite()
             record["practice"] = [m.selector for m in suite]
-            if not suite:
+            if not suite:      # nothing to judge a proposal by: ALFRED is not asked for one
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
+            proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel)
+            record["proposal"] = proposal
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
             current = self._practise(suite, None, cancel, record["id"])
             proposed = self._practise(suite, proposal, cancel, record["id"], adapter)

@@ -210,3 +210,16 @@ def test_a_lora_for_a_gguf_persona_is_refused_plainly(kernel):
     kernel.kernel.psm.models = kernel.kernel.models      # the real models: ALFRED runs on the GGUF
     record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round(LORA))
     assert record["adopted"] is False and "needs a transformers model" in record["outcome"], record
+
+
+def test_without_verified_missions_a_round_asks_nothing_and_adopts_nothing(tmp_path):
+    k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
+                                     "BATOS_AUTOTELIC_INTERVAL_S": "0"}))
+    try:
+        model = ScriptedModel(methods=[])
+        k.kernel.psm.models = model
+        record = k.loop.run_until_complete(k.kernel.autotelic.run_round())
+        assert record["adopted"] is False and "no verified missions" in record["outcome"]
+        assert model.calls == []          # ALFRED was not asked
+    finally:
+        k.close()
