@@ -281,9 +281,9 @@ class Autotelic:
                 return self._end(record, t0)
             proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel)
             record["proposal"] = proposal
+            self._check_not_current(proposal)
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
-            current = self._practise(suite, None, cancel, record["id"])
-            proposed = self._practise(suite, proposal, cancel, record["id"], adapter)
+            current, proposed = self._practise(suite, proposal, cancel, record["id"], adapter)
             record["scores"] = {"current": current, "proposed": proposed}
             if wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
                 if cancel.is_set():
@@ -400,35 +400,74 @@ class Autotelic:
         k.models.ingest_loras(adapter[0], persona)
         return {"lora_persona": persona, "value": previous, "adapter": adapter[0]}
 
-    def _practise(self, suite: list[MissionBrief], proposal: Optional[dict], cancel: threading.Event,
-                  round_id: str, adapter: Optional[tuple[str, Path]] = None) -> dict:
-        """Run the suite as real cycles on a scratch copy of the image (with ``proposal``
-        applied there); its pass count and median cycle time."""
+    def _check_not_current(self, proposal: dict) -> None:
+        """A proposal that changes nothing is refused (it would be adopted on noise)."""
+        if proposal["kind"] == "lora":
+            return
+        oid, slot = _slot(proposal["kind"], proposal["target"])
+        with self.kernel.image.reading() as s:
+            obj = s.root["objects"].get(oid)
+            present = obj._slots.get(slot) if obj is not None else None
+        if proposal["kind"] in ("instructions", "system_prompt"):
+            if proposal["value"] in str(present or ""):
+                raise BadProposal(f"{proposal['target']}'s {slot} already says {proposal['value']!r}")
+        elif present == proposal["value"]:
+            raise BadProposal(f"{proposal['target']} is already {proposal['value']!r}")
+
+    def _practise(self, suite: list[MissionBrief], proposal: dict, cancel: threading.Event,
+                  round_id: str, adapter: Optional[tuple[str, Path]] = None) -> tuple[dict, dict]:
+        """Run the suite as real cycles with the current configuration and with the
+        proposed one, each on its own scratch copy of the image (the proposal applied to
+        its copy only), mission by mission in alternating order (ABBA), every run from a
+        cold model context (the second of two identical prompts would otherwise find the
+        first one's kept prefix); pass counts and median cycle times."""
         import ZODB
         from ZODB.DemoStorage import DemoStorage
         k = self.kernel
-        db = ZODB.DB(DemoStorage(base=k.image.db.storage, close_base_on_close=False), pool_size=4)
-        scratch = Image(db, f"scratch of {k.image.path}", k.image.blob_dir)
+        models = k.psm.models
+        arms: dict[str, Any] = {}
         try:
-            if proposal is not None and proposal["kind"] != "lora":
-                scratch.transact(lambda s: apply(s.root, proposal), note="proposal")
-            emit: Callable[[dict], None] = lambda e: k._emit_threadsafe(
-                {**e, "practice": round_id, "config": "proposed" if proposal else "current"})
-            models = k.psm.models if adapter is None else _WithAdapter(k.psm.models, proposal["target"], adapter)
-            psm = PrototypalStateMachine(scratch, models, self.settings, emit=emit, runner=k._try_threadsafe)
-            psm.memory = k.psm.memory
-            passed, seconds = 0, []
+            for name in ("current", "proposed"):
+                db = ZODB.DB(DemoStorage(base=k.image.db.storage, close_base_on_close=False), pool_size=4)
+                scratch = Image(db, f"scratch of {k.image.path}", k.image.blob_dir)
+                arms[name] = scratch
+                if name == "proposed" and proposal["kind"] != "lora":
+                    scratch.transact(lambda s: apply(s.root, proposal), note="proposal")
+            for persona in ("BRICK", "ALFRED"):      # loaded before anything is timed
+                try:
+                    getattr(models, "backend_for", lambda p: None)(persona)
+                except Exception:
+                    pass
+            machines = {}
+            for name, scratch in arms.items():
+                emit: Callable[[dict], None] = (lambda config: lambda e: k._emit_threadsafe(
+                    {**e, "practice": round_id, "config": config}))(name)
+                used = models if (name == "current" or adapter is None) else \
+                    _WithAdapter(models, proposal["target"], adapter)
+                psm = PrototypalStateMachine(scratch, used, self.settings, emit=emit, runner=k._try_threadsafe)
+                psm.memory = k.psm.memory
+                machines[name] = psm
+            runs: dict[str, list] = {"current": [], "proposed": []}
             for i, mission in enumerate(suite):
-                if cancel.is_set():
-                    raise Preempted("an Architect request arrived")
-                result = psm.run(f"{round_id}-{'p' if proposal else 'c'}{i}", "genesis_obj", mission, cancel)
-                if cancel.is_set():
-                    raise Preempted("an Architect request arrived")
-                passed += result.state == "COMPLETE" and all(e.get("passed") for e in result.examples)
-                seconds.append(result.duration_s)
-            return {"passed": passed, "missions": len(suite), "median_s": round(statistics.median(seconds), 2)}
+                order = ("current", "proposed") if i % 2 == 0 else ("proposed", "current")
+                for name in order:
+                    if cancel.is_set():
+                        raise Preempted("an Architect request arrived")
+                    reset = getattr(models, "reset_contexts", None)
+                    if reset is not None:
+                        reset()
+                    result = machines[name].run(f"{round_id}-{name[0]}{i}", "genesis_obj", mission, cancel)
+                    if cancel.is_set():
+                        raise Preempted("an Architect request arrived")
+                    runs[name].append(result)
+            return tuple({"passed": sum(r.state == "COMPLETE" and all(e.get("passed") for e in r.examples)
+                                        for r in runs[name]),
+                          "missions": len(suite),
+                          "median_s": round(statistics.median(r.duration_s for r in runs[name]), 2)}
+                         for name in ("current", "proposed"))   # type: ignore[return-value]
         finally:
-            scratch.close()
+            for scratch in arms.values():
+                scratch.close()
 
     @staticmethod
     def _adopt(s: Any, record: dict, proposal: dict) -> dict:

@@ -56,6 +56,9 @@ def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     assert record["adopted"] is True, record
     assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
     assert live_state(kernel)[0] == 2
+    # the same change again changes nothing: refused before any practice
+    again = round_(kernel, methods=[])
+    assert again["adopted"] is False and "already" in again["outcome"] and "scores" not in again, again
     listed = kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"]
     assert [a["id"] for a in listed] == [record["id"]] and listed[0]["proposal"]["value"] == 2
     kernel.loop.run_until_complete(kernel.kernel.revert_adaptation(record["id"]))

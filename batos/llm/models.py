@@ -156,6 +156,16 @@ class Models:
     def backend_for(self, persona: str) -> Backend:
         return self._backend(persona)[0]
 
+    def reset_contexts(self) -> None:
+        """Every resident llama.cpp model forgets its live context and kept prefix states
+        (so two runs compared side by side start equally cold)."""
+        with self._lock:
+            backends = list(self._residents.values())
+        for backend in backends:
+            reset = getattr(backend, "reset_context", None)
+            if reset is not None:
+                reset()
+
     def transformers_path(self, persona: str) -> Path | None:
         """The directory of the persona's transformers model, or None when it runs on a
         GGUF file (LoRA adapters need transformers)."""
