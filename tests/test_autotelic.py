@@ -64,8 +64,8 @@ def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     kernel.loop.run_until_complete(kernel.kernel.revert_adaptation(record["id"]))
     assert live_state(kernel)[0] is None
     assert kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"][0]["reverted"]
-    logged = events(tmp_path, "adaptation")
-    assert logged[-1]["id"] == record["id"] and logged[-1]["adopted"] is True
+    logged = {e["id"]: e for e in events(tmp_path, "adaptation")}
+    assert logged[record["id"]]["adopted"] is True and logged[again["id"]]["adopted"] is False
     # practice cycles are logged as such and never counted as the Architect's
     practice = [e for e in events(tmp_path, "cycle_end") if e.get("practice")]
     assert len(practice) == 2 and {e["config"] for e in practice} == {"current", "proposed"}
