@@ -496,11 +496,16 @@ class _WithAdapter:
         return getattr(self.models, name)
 
 
+MIN_SAVING_S = 1.0    # ... and at least this much faster (a difference below is noise)
+
+
 def wins(proposed: dict, current: dict, min_speedup: float) -> bool:
-    """More missions pass, or as many pass and the median cycle is ``min_speedup`` faster."""
+    """More missions pass, or as many pass and the median cycle is ``min_speedup`` (and at
+    least MIN_SAVING_S) faster."""
     if proposed["passed"] != current["passed"]:
         return proposed["passed"] > current["passed"]
-    return proposed["median_s"] < (1 - min_speedup) * current["median_s"]
+    return (proposed["median_s"] < (1 - min_speedup) * current["median_s"]
+            and current["median_s"] - proposed["median_s"] >= MIN_SAVING_S)
 
 
 def list_adaptations(root: Any) -> list[dict]:
