@@ -319,9 +319,14 @@ class Autotelic:
         with k.image.reading() as s:
             system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
         menu = "\n".join(f"- kind {kind}: target {what}" for kind, what in MENU.items())
+        tried = [e["proposal"] for e in read_events(self.settings.log_path)
+                 if e.get("event") == "adaptation" and isinstance(e.get("proposal"), dict)][-6:]
+        tried_line = ("Changes already tried (propose a different one): "
+                      + "; ".join(f"{p.get('kind')} {p.get('target')}={p.get('value')!r}" for p in tried)
+                      + "\n") if tried else ""
         prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
                   f"or finish faster. The record:\n{json.dumps(analysis, indent=1)[:3000]}\n\n"
-                  f"Propose exactly one change from this menu:\n{menu}\n"
+                  f"Propose exactly one change from this menu:\n{menu}\n{tried_line}"
                   "Prefer a change that answers the most common failure. Answer in JSON with kind, "
                   "target, value and why.")
         gen = k.psm.models.complete("ALFRED", [{"role": "system", "content": system},
