@@ -924,7 +924,10 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     a mission that keeps nothing: it must answer the same and change nothing)."""
     if cand.source is None:
         return
-    siblings = {cycle.selector} | {m.selector for m in cycle.snapshot.methods}
+    from batos.policy import GUARDED_BUILTINS, SAFE_BUILTINS
+    # a sibling named like a builtin (a method 'sum') leaves the builtin call alone
+    siblings = ({cycle.selector} | {m.selector for m in cycle.snapshot.methods}) \
+        - set(SAFE_BUILTINS) - set(GUARDED_BUILTINS)
     try:            # the method or a sibling called as a bare function: meant as a send to self
         cand.source, fixed = fix_bare_sends(cand.source, siblings)
         cand.imported += [f"self.{name}" for name in fixed]
