@@ -271,7 +271,10 @@ def _check(s: Settings) -> None:
                           f"needs CURVE (unset {ENV_PREFIX}CURVE or set it to 1)")
     check_endpoint(s.ZMQ_ENDPOINT, ENV_PREFIX + "ZMQ_ENDPOINT", remote=s.curve_enabled)
     from batos import storage   # the URI's grammar lives with the storages
-    storage.parse(s.DB_URI, s.HOME, s.DB_FILE, s.BLOB_DIR)
+    try:
+        storage.parse(s.DB_URI, s.HOME, s.DB_FILE, s.BLOB_DIR)
+    except storage.StorageURIError as exc:
+        raise ConfigError(str(exc)) from None
     if s.KERNEL_NAME and not re.match(r"^[A-Za-z0-9._-]{1,64}$", s.KERNEL_NAME):
         raise ConfigError(f"config: {ENV_PREFIX}KERNEL_NAME={s.KERNEL_NAME!r} may hold only letters, "
                           "digits, '.', '_' and '-' (at most 64)")

@@ -124,7 +124,7 @@ case "$cmd" in
         exec "$PY" -m watchdog "$@" ;;
     zeo)
         setup
-        exec "$PY" -m batos.storage zeo "$@" ;;
+        exec "$PY" -m batos.zeo_server "$@" ;;
     run)
         setup
         start_watchdog

@@ -22,15 +22,12 @@ transaction (a read included) sees what other kernels committed before it began:
 RelStorage polls the database then, and ZEO is opened with ``server_sync`` (a round
 trip to the server, after which every earlier invalidation has arrived).
 
-``python -m batos.storage zeo [--address HOST:PORT]`` (``./puter.sh zeo``) runs ZEO's
+``python -m batos.zeo_server [--address HOST:PORT]`` (``./puter.sh zeo``) runs ZEO's
 own ``runzeo`` on HOME/DB_FILE with blobs in HOME/BLOB_DIR, on a loopback address.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
@@ -47,9 +44,12 @@ _OPTIONS = {   # {kind -> the query options BAT OS reads (for postgresql the res
 }
 
 
+class StorageURIError(ValueError):
+    """A ``BATOS_DB_URI`` that cannot be used (``config.load`` reports it as a ConfigError)."""
+
+
 def _error(message: str) -> Exception:
-    import config
-    return config.ConfigError(message)
+    return StorageURIError(message)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +110,7 @@ def _number(name: str, raw: str, uri: str, kind: type) -> Any:
 
 
 def parse(uri: str, home: Path, db_file: Path, blob_dir: Path) -> StorageSpec:
-    """The storage a URI names; a URI that cannot be used is a ConfigError naming BATOS_DB_URI."""
+    """The storage a URI names; a URI that cannot be used is a StorageURIError naming BATOS_DB_URI."""
     home = Path(home)
 
     def under_home(p: Path) -> Path:
@@ -235,59 +235,3 @@ def zeo_config(address: str, path: Path, blob_dir: Path) -> str:
             f"<filestorage 1>\n  path {path}\n  blob-dir {blob_dir}\n</filestorage>\n"
             "<eventlog>\n  level INFO\n  <logfile>\n    path STDERR\n"
             "    format %(asctime)s %(name)s %(levelname)s %(message)s\n  </logfile>\n</eventlog>\n")
-
-
-def zeo_address(settings: Any, given: str | None) -> str:
-    """The loopback HOST:PORT the server listens on: --address, else the host and port of a
-    zeo:// BATOS_DB_URI, else 127.0.0.1:8100."""
-    import config
-    if given:
-        address, var = given, "--address"
-    else:
-        spec = spec_for(settings)
-        if spec.kind == "zeo" and isinstance(spec.address, tuple):
-            address, var = "%s:%d" % spec.address, VAR
-        else:
-            address, var = ZEO_DEFAULT_ADDRESS, "--address"
-    host = address.rsplit(":", 1)[0]
-    endpoint = f"tcp://[{host}]:{address.rsplit(':', 1)[1]}" if ":" in host and not host.startswith("[") \
-        else f"tcp://{address}"
-    config.check_endpoint(endpoint, var)
-    return address
-
-
-def serve_zeo(argv: list[str]) -> None:
-    """Run ZEO's runzeo on HOME/DB_FILE (blobs: HOME/BLOB_DIR) in the foreground."""
-    import argparse
-
-    import config
-    ap = argparse.ArgumentParser(prog="./puter.sh zeo", description=serve_zeo.__doc__)
-    ap.add_argument("--address", help="loopback HOST:PORT (default: from a zeo:// BATOS_DB_URI, "
-                                      f"else {ZEO_DEFAULT_ADDRESS})")
-    args = ap.parse_args(argv)
-    try:
-        settings = config.load()
-        address = zeo_address(settings, args.address)
-    except config.ConfigError as exc:
-        print(exc, file=sys.stderr)
-        sys.exit(2)
-    settings.db_path.parent.mkdir(parents=True, exist_ok=True)
-    settings.blob_path.mkdir(parents=True, exist_ok=True)
-    conf = settings.HOME / "zeo.conf"
-    conf.write_text(zeo_config(address, settings.db_path, settings.blob_path))
-    print(f"storage: ZEO serving {settings.db_path} on {address} (config {conf}); "
-          f"kernels use BATOS_DB_URI=zeo://{address}", file=sys.stderr, flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", "ZEO.runzeo", "-C", str(conf)])
-
-
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["zeo"]:
-        serve_zeo(argv[1:])
-    else:
-        print("usage: python -m batos.storage zeo [--address HOST:PORT]", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -84,9 +84,13 @@ class KernelProcess:
         self.wait_ready(wait_s)
         return self
 
+    def client_keys(self, deadline: float):
+        """The CURVE keys this test's clients use (None: the kernel has CURVE off)."""
+        return None
+
     def wait_ready(self, wait_s: float) -> dict:
         deadline = time.monotonic() + wait_s
-        with Connection(self.endpoint, timeout_s=0.5) as conn:
+        with Connection(self.endpoint, timeout_s=0.5, curve=self.client_keys(deadline)) as conn:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"kernel exited with {self.proc.returncode}:\n{self.log()}")
@@ -96,8 +100,9 @@ class KernelProcess:
                     conn.reconnect()
         raise RuntimeError(f"kernel did not answer ping within {wait_s}s:\n{self.log()}")
 
-    def connect(self, timeout_s: float = 10.0) -> Connection:
-        return CheckedConnection(self.endpoint, timeout_s=timeout_s)
+    def connect(self, timeout_s: float = 10.0, keys=None) -> Connection:
+        return CheckedConnection(self.endpoint, timeout_s=timeout_s,
+                                 curve=keys or self.client_keys(time.monotonic() + timeout_s))
 
     def stop(self, timeout_s: float = 20.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
@@ -141,8 +146,9 @@ class KernelProcess:
 def make_kernel(tmp_path):
     kernels: list[KernelProcess] = []
 
-    def make(env: dict | None = None, home: Path | None = None, start: bool = True) -> KernelProcess:
-        k = KernelProcess(home or tmp_path / f"home{len(kernels)}", env)
+    def make(env: dict | None = None, home: Path | None = None, start: bool = True,
+             cls: type = KernelProcess) -> KernelProcess:
+        k = cls(home or tmp_path / f"home{len(kernels)}", env)
         kernels.append(k)
         return k.start() if start else k
 

@@ -1,5 +1,5 @@
 """Real storage servers for the tests and the scale benchmark: a ZEO server (``python -m
-batos.storage zeo``, ZEO's own runzeo) and a throw-away PostgreSQL cluster (initdb in a
+batos.zeo_server``, ZEO's own runzeo) and a throw-away PostgreSQL cluster (initdb in a
 temporary directory as an unprivileged user, on a free loopback port, its socket in that
 directory), both removed when stopped."""
 from __future__ import annotations
@@ -41,7 +41,7 @@ def wait_port(port: int, proc: subprocess.Popen, wait_s: float, what: str, log: 
 
 
 class ZeoServer:
-    """``python -m batos.storage zeo`` (what ``./puter.sh zeo`` runs) on ``home``'s image."""
+    """``python -m batos.zeo_server`` (what ``./puter.sh zeo`` runs) on ``home``'s image."""
 
     def __init__(self, home: Path):
         self.home = home
@@ -56,7 +56,7 @@ class ZeoServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATOS_")}
         env["BATOS_HOME"] = str(self.home)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "batos.storage", "zeo", "--address", self.address],
+            self.proc = subprocess.Popen([sys.executable, "-m", "batos.zeo_server", "--address", self.address],
                                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_port(self.port, self.proc, wait_s, "the ZEO server", self.log_path)
         return self

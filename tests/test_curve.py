@@ -19,7 +19,7 @@ import zmq
 import config
 from batos import curve
 from client.connection import Connection, CurveRefused, KernelUnavailable
-from tests.conftest import ROOT, CheckedConnection, KernelProcess
+from tests.conftest import ROOT, KernelProcess
 from tests.test_watchdog import Watchdog
 
 ADD = 'def add(self, a, b):\n    """Add two numbers."""\n    return a + b\n'
@@ -38,43 +38,18 @@ class CurveKernel(KernelProcess):
     def __init__(self, home: Path, env: dict | None = None):
         super().__init__(home, {"BATOS_CURVE": "1", **(env or {})})
 
-    def wait_ready(self, wait_s: float) -> dict:
-        deadline = time.monotonic() + wait_s
+    def client_keys(self, deadline: float) -> curve.ClientKeys:
+        """The home's local pair, once the kernel has made it."""
         while not (curve.curve_dir(self.home) / "local.key_secret").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if (self.proc is not None and self.proc.poll() is not None) or time.monotonic() > deadline:
                 raise RuntimeError(f"the kernel made no certificates:\n{self.log()}")
             time.sleep(0.05)
-        with Connection(self.endpoint, timeout_s=0.5, curve=keys_for(self.home)) as conn:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"kernel exited with {self.proc.returncode}:\n{self.log()}")
-                try:
-                    return conn.call("ping")
-                except KernelUnavailable:
-                    conn.reconnect()
-        raise RuntimeError(f"kernel did not answer ping within {wait_s}s:\n{self.log()}")
-
-    def connect(self, timeout_s: float = 10.0, keys: curve.ClientKeys | None = None) -> Connection:
-        return CheckedConnection(self.endpoint, timeout_s=timeout_s, curve=keys or keys_for(self.home))
+        return keys_for(self.home)
 
 
 @pytest.fixture
-def curve_kernel(tmp_path):
-    kernels: list[CurveKernel] = []
-
-    def make(home: Path | None = None) -> CurveKernel:
-        k = CurveKernel(home or tmp_path / f"home{len(kernels)}")
-        kernels.append(k)
-        return k.start()
-
-    yield make
-    for k in kernels:
-        try:
-            k.stop(10)
-        except RuntimeError:
-            pass
-        finally:
-            k.kill()
+def curve_kernel(make_kernel):
+    return lambda home=None: make_kernel(home=home, cls=CurveKernel)
 
 
 def new_client(directory: Path, name: str) -> tuple[Path, Path]:

@@ -94,22 +94,12 @@ def pg_cluster():
 
 
 @pytest.fixture
-def kernels(tmp_path):
-    started: list[KernelProcess] = []
-
+def kernels(tmp_path, make_kernel):
     def make(uri: str, name: str, **env) -> KernelProcess:
-        k = KernelProcess(tmp_path / name, {"BATOS_DB_URI": uri, "BATOS_KERNEL_NAME": name, **env})
-        started.append(k)
+        k = make_kernel(env={"BATOS_DB_URI": uri, "BATOS_KERNEL_NAME": name, **env}, home=tmp_path / name,
+                        start=False)
         return k.start(60)
-
-    yield make
-    for k in started:
-        try:
-            k.stop(10)
-        except RuntimeError:
-            pass
-        finally:
-            k.kill()
+    return make
 
 
 def events(k: KernelProcess) -> list[dict]:
