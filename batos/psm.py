@@ -262,6 +262,8 @@ class CognitiveCycle:
     proposed: list[list] = dataclasses.field(default_factory=list)   # BRICK's, maybe wrong
     candidates: list[Candidate] = dataclasses.field(default_factory=list)   # validated so far
     pending: list[Candidate] = dataclasses.field(default_factory=list)      # written, not validated
+    sample_only: bool = False             # SYNTHESIZING next samples candidates, repairs nothing
+    sampled: bool = False                 # candidates were sampled (once per cycle)
     repair: Optional[Candidate] = None    # the candidate the next attempt repairs
     feedback: list[str] = dataclasses.field(default_factory=list)    # why it must be repaired
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)       # the chosen one's
@@ -697,10 +699,16 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     persona = conf.persona
     if persona in (None, "", "target"):
         persona = cycle.persona
-    cycle.attempts += 1
-    step.attempt = cycle.attempts
     prompt = conf.instructions.format(**psm._fields(cycle))
     first = [psm._system(cycle, persona), {"role": "user", "content": prompt}]
+    if cycle.sample_only:     # the first candidate missed an example: fresh samples to compare
+        cycle.sample_only = False
+        step.attempt = cycle.attempts
+        cycle.pending = _samples(psm, cycle, step, persona, first)
+        step.data.update(sampled=len(cycle.pending), candidates_written=len(cycle.pending))
+        return psm._next(cycle, "SYNTHESIZING")
+    cycle.attempts += 1
+    step.attempt = cycle.attempts
     messages = list(first)
     if cycle.repair is not None and cycle.feedback:
         what = ("fails these examples" if cycle.repair.admitted else "was refused")
@@ -715,18 +723,28 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
     failed_examples = cycle.repair is not None and cycle.repair.admitted
     if failed_examples and cycle.examples:
-        wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
-        extra = wanted - 1 - sum(c.temperature > 0 for c in cycle.candidates)
-        for k in range(max(0, extra)):
-            sampled = psm._ask(cycle, step, persona, first, temperature=psm.settings.CANDIDATE_TEMPERATURE,
-                               seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + k + 1)
-            cycle.pending.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
-                                            psm.settings.CANDIDATE_TEMPERATURE))
+        cycle.pending += _samples(psm, cycle, step, persona, first)
     head = cycle.pending[0]
     if head.source is None:
         step.data["parse_error"] = head.findings[0]
     step.data.update(finish_reason=gen.finish_reason, candidates_written=len(cycle.pending))
     return psm._next(cycle, "SYNTHESIZING")
+
+
+def _samples(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord, persona: str,
+             first: list[dict]) -> list[Candidate]:
+    """Candidates sampled from the first prompt (its prefix is cached: each costs only its
+    answer's tokens), up to the ``candidates`` setting with those sampled before."""
+    wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
+    extra = wanted - 1 - sum(c.temperature > 0 for c in cycle.candidates)
+    out = []
+    for k in range(max(0, extra)):
+        sampled = psm._ask(cycle, step, persona, first, temperature=psm.settings.CANDIDATE_TEMPERATURE,
+                           seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + k + 1)
+        out.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
+                              psm.settings.CANDIDATE_TEMPERATURE))
+    cycle.sampled = True
+    return out
 
 
 def _unknown_names(source: str, selector: str) -> Optional[str]:
@@ -1023,6 +1041,13 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
+    # the first candidate misses an example (maybe a wrong one of BRICK's): before any
+    # repair, sample a few more from the same (cached) prompt and let agreement choose
+    wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
+    if not cycle.sampled and wanted > 1 and not all(o.passed for o in chosen.outcomes):
+        cycle.sample_only = True
+        step.data["sampling"] = wanted - 1
+        return "SYNTHESIZING"
     # BRICK's expected values may be wrong, but a method should not raise on its inputs:
     # an exception there asks for one repair (the best candidate so far stays in the running)
     raised = [o for o in chosen.outcomes[n_trusted:] if o.error is not None] if clear else []

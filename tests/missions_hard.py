@@ -132,6 +132,22 @@ MISSIONS = [
 ]
 
 
+# the missions whose methods a sibling mission calls
+BUILDS_ON = {"encode_then_decode": ["run_length_encode", "run_length_decode"],
+             "roman_round_trip": ["to_roman", "from_roman"], "primes_up_to": ["is_prime"]}
+
+
+def needed(selectors: list[str]) -> list[tuple]:
+    """The missions named (in MISSIONS' order), with those they build on; an unknown name
+    is an error."""
+    known = {m[0] for m in MISSIONS}
+    unknown = [s for s in selectors if s not in known]
+    if unknown:
+        raise SystemExit(f"unknown mission(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    wanted = set(selectors) | {d for s in selectors for d in BUILDS_ON.get(s, [])}
+    return [m for m in MISSIONS if m[0] in wanted]
+
+
 def run_missions(conn, target: str = "genesis_obj", missions=MISSIONS, timeout_s: float = 600) -> list[dict]:
     records = []
     for selector, args, intent, checks, kind in missions:

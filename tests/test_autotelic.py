@@ -52,7 +52,9 @@ def events(tmp_path, kind):
 
 def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     assert kernel.kernel.autotelic.practice_suite()[0].selector == "double"
-    record = round_(kernel, methods=[WRONG, RIGHT])      # current config fails, proposed passes
+    # current config fails (its first candidate and the two sampled next to it), proposed
+    # (one candidate) passes
+    record = round_(kernel, methods=[WRONG, WRONG, WRONG, RIGHT])
     assert record["adopted"] is True, record
     assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
     assert live_state(kernel)[0] == 2
@@ -74,7 +76,7 @@ def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
 
 def test_a_proposal_that_loses_is_refused_and_the_evaluation_writes_nothing(kernel, tmp_path):
     before = live_state(kernel)
-    record = round_(kernel, methods=[RIGHT, WRONG])      # current passes, proposed fails
+    record = round_(kernel, methods=[RIGHT, WRONG, WRONG])   # current passes, proposed fails (2 candidates)
     assert record["adopted"] is False and "did not improve" in record["outcome"], record
     assert live_state(kernel) == before                  # not one transaction on the live image
     with kernel.image.reading() as s:
@@ -126,7 +128,7 @@ def test_the_loop_waits_for_idle_and_an_architect_request_preempts_the_round(ker
 def test_an_adaptation_changes_what_the_next_cycle_reads(kernel):
     """An adopted instruction rule reaches the prompt of the next cycle."""
     rule = {"kind": "instructions", "target": "SYNTHESIZING", "value": "Never use recursion.", "why": "t"}
-    record = round_(kernel, rule, methods=[WRONG, RIGHT])
+    record = round_(kernel, rule, methods=[WRONG, WRONG, WRONG, RIGHT])
     assert record["adopted"], record
     model = ScriptedModel(plan={"queries": ["x"], "examples": []},
                           methods=['```python\ndef triple(self, n):\n    """3n."""\n    return 3 * n\n```'])

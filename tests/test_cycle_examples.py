@@ -46,27 +46,38 @@ def cycle(k, model, brief):
 
 
 def test_a_candidate_that_fails_an_example_is_repaired(kernel):
-    model = ScriptedModel(methods=[RLE_WRONG, RLE_RIGHT, RLE_WRONG, RLE_WRONG])
+    # the first fails; the two sampled next to it fail too; the repair is right
+    model = ScriptedModel(methods=[RLE_WRONG, RLE_WRONG, RLE_WRONG, RLE_RIGHT])
     brief = MissionBrief(selector="rle", args=["text"], intent="run-length encode 'aaab' -> 'a3b1'",
                          examples=[[["aaab"], "a3b1"], [["xy"], "x1y1"]])
     result = cycle(kernel, model, brief)
     assert result["state"] == "COMPLETE", result
     assert result["attempts"] == 2 and "j += 1" in result["source"]
     assert [e["passed"] for e in result["examples"]] == [True, True]
-    repair = model.calls[2]["messages"][-1]["content"]       # plan, first, then the repair
+    assert [bool(c["temperature"]) for c in model.calls[1:]] == [False, True, True, False]
+    repair = model.calls[4]["messages"][-1]["content"]    # plan, first, two samples, then the repair
     assert "rle('aaab') should return 'a3b1' but returned 'aaab'" in repair
     assert kernel.send("genesis_obj", "rle", "zzzzq") == "z4q1"
 
 
+def test_a_sampled_candidate_that_passes_is_chosen_without_a_repair(kernel):
+    model = ScriptedModel(methods=[RLE_WRONG, RLE_RIGHT, RLE_WRONG])
+    brief = MissionBrief(selector="rle", args=["text"], examples=[[["aaab"], "a3b1"], [["xy"], "x1y1"]])
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert result["candidates"] == 3 and "j += 1" in result["source"]
+    assert not model.methods and len(model.calls) == 4     # plan, first, two samples: no repair
+
+
 def test_a_pure_mission_gets_a_method_that_answers_the_same_twice(kernel):
     model = ScriptedModel(plan={"queries": ["flatten"], "examples": [{"args": [[1, [2, 3]]], "expected": [1, 2, 3]}]},
-                          methods=[FLATTEN_STATEFUL, FLATTEN_PURE, FLATTEN_PURE, FLATTEN_PURE])
+                          methods=[FLATTEN_STATEFUL, FLATTEN_STATEFUL, FLATTEN_STATEFUL, FLATTEN_PURE])
     brief = MissionBrief(selector="flatten_list", args=["items"], intent="flatten a nested list one level")
     assert not asks_for_state(brief.selector, brief.intent)
     result = cycle(kernel, model, brief)
     assert result["state"] == "COMPLETE", result
     assert "self.flat" not in result["source"]
-    repair = model.calls[2]["messages"][-1]["content"]
+    repair = model.calls[4]["messages"][-1]["content"]
     assert "must keep nothing" in repair and "called twice" in repair and "then [1, 2, 3, 1, 2, 3]" in repair
     first = kernel.send("genesis_obj", "flatten_list", [1, [2]])
     assert kernel.send("genesis_obj", "flatten_list", [1, [2]]) == first == [1, 2]
@@ -80,9 +91,11 @@ TRIPLE = code('def double(self, n):\n    """Twice n."""\n    return n * 3\n')
 def test_a_wrong_model_example_does_not_block_a_correct_candidate(kernel):
     plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10},
                                                 {"args": [3], "expected": 7}]}     # the last one is wrong
-    model = ScriptedModel(plan=plan, methods=[DOUBLE])
+    # the first misses the wrong example, so two more are sampled: all three agree
+    model = ScriptedModel(plan=plan, methods=[DOUBLE, DOUBLE, DOUBLE])
     result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], intent="double a number"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert result["candidates"] == 3 and not model.methods
     assert [e["passed"] for e in result["examples"]] == [True, False]      # reported, not blocking
     with kernel.image.reading() as s:     # the wrong example is not kept with the method
         assert s.get("genesis_obj")._slots["double"].examples == [[[5], 10]]
@@ -90,14 +103,14 @@ def test_a_wrong_model_example_does_not_block_a_correct_candidate(kernel):
 
 def test_candidates_that_agree_win_over_one_that_chases_a_wrong_example(kernel):
     plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10},
-                                                {"args": [3], "expected": 7}]}     # the last one is wrong
-    # the first fails the Architect's example; the repair (n + 2) matches the wrong one;
-    # the two sampled candidates agree on n * 2
-    model = ScriptedModel(plan=plan, methods=[TRIPLE, DOUBLE_BROKEN, DOUBLE, DOUBLE])
+                                                {"args": [3], "expected": 5}]}     # the last one is wrong
+    # the first (n + 2) passes the Architect's example and matches the wrong one; the two
+    # sampled candidates agree on n * 2, which misses only the wrong one
+    model = ScriptedModel(plan=plan, methods=[DOUBLE_BROKEN, DOUBLE, DOUBLE])
     brief = MissionBrief(selector="double", args=["n"], intent="double a number", examples=[[[2], 4]])
     result = cycle(kernel, model, brief)
-    assert result["state"] == "COMPLETE", result
-    assert "n * 2" in result["source"] and result["candidates"] == 4
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "n * 2" in result["source"] and result["candidates"] == 3
     sampled = [c for c in model.calls if c["temperature"]]
     assert len(sampled) == 2 and len({c["seed"] for c in sampled}) == 2
     assert kernel.send("genesis_obj", "double", 21) == 42
@@ -203,14 +216,14 @@ def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
     halve_raises = code('def halve(self, n):\n    """Half of n."""\n    return n.bit_length() // 2\n')
     halve = code('def halve(self, n):\n    """Half of n."""\n    return n / 2\n')
     model = ScriptedModel(plan={"queries": ["half"], "examples": [{"args": [3.0], "expected": 1.5}]},
-                          methods=[halve_raises, halve, halve, halve])
+                          methods=[halve_raises, halve_raises, halve_raises, halve])
     result = cycle(kernel, model, MissionBrief(selector="halve", args=["n"], intent="half of n"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
-    assert "raised" in model.calls[2]["messages"][-1]["content"]
+    assert "raised" in model.calls[4]["messages"][-1]["content"]    # after the two samples
     assert kernel.send("genesis_obj", "halve", 3.0) == 1.5
     # with no attempt left, a candidate that raises on BRICK's input is still installed
     model = ScriptedModel(plan={"queries": ["half"], "examples": [{"args": [3.0], "expected": 1.5}]},
-                          methods=[halve_raises.replace("halve", "halve2")])
+                          methods=[halve_raises.replace("halve", "halve2")] * 3)
     kernel.kernel.settings = kernel.kernel.psm.settings = config.load({
         "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0"})
     result = cycle(kernel, model, MissionBrief(selector="halve2", args=["n"], intent="half of n"))

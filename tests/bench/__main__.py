@@ -196,16 +196,22 @@ def bench_missions(k: KernelProcess) -> dict:
     return {f"missions_{key}": v for key, v in out.items()}
 
 
-def bench_missions_hard() -> dict:
-    """tests/missions_hard.py through real cycles on a fresh image (memory and codex on)."""
-    from tests.missions_hard import run_missions, summary
+def bench_missions_hard(only: list[str] | None = None, keep: str | None = None) -> dict:
+    """tests/missions_hard.py through real cycles on a fresh image (memory and codex on).
+    ``only``: just these selectors (and the missions their siblings need); ``keep``: run
+    in this directory and leave it (its metacognition.jsonl says why each cycle went as it did)."""
+    from tests.missions_hard import MISSIONS, needed, run_missions, summary
+    missions = needed(only) if only else MISSIONS
     with tempfile.TemporaryDirectory(prefix="batos-bench-hard-") as tmp:
-        k = KernelProcess(Path(tmp) / "home", {"BATOS_MEMORY_ENABLED": "1"})
+        home = Path(keep) if keep else Path(tmp) / "home"
+        if keep and home.exists() and any(home.iterdir()):
+            raise SystemExit(f"--keep {keep}: the directory is not empty")
+        k = KernelProcess(home, {"BATOS_MEMORY_ENABLED": "1"})
         k.start(wait_s=60)
         try:
             k.wait_events(lambda ev: any(e["event"] == "codex_ingested" for e in ev), 180)
             with k.connect(timeout_s=900) as c:
-                records = run_missions(c)
+                records = run_missions(c, missions=missions)
         finally:
             k.stop()
     out = summary(records)
@@ -364,6 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=3000, help="sequential round trips per measure")
     ap.add_argument("--missions-hard", action="store_true",
                     help="only the forty harder missions of tests/missions_hard.py (about 30 min)")
+    ap.add_argument("--only", default="",
+                    help="--missions-hard: only these comma-separated selectors (with the missions they build on)")
+    ap.add_argument("--keep", default=None,
+                    help="--missions-hard: run the kernel in this (new or empty) directory and keep it")
     ap.add_argument("--flywheel", action="store_true",
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
@@ -375,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
     if args.missions_hard:
-        result = bench_missions_hard()
+        result = bench_missions_hard([x for x in args.only.split(",") if x], args.keep)
         print(json.dumps(result))
         return 0
     if args.ablation:
