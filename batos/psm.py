@@ -100,7 +100,8 @@ PLAN_SCHEMA = {
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 
 ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
-ASK_EXAMPLES = "2 to 4 examples of calls to {it}: the arguments (a JSON list) and the exact value it must return"
+ASK_EXAMPLES = ("2 to 4 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
+                "the arguments (a JSON list of values of the types the method takes) and the exact value it must return")
 
 
 def plan_schema(queries: bool, examples: bool) -> dict:
