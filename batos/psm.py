@@ -101,7 +101,8 @@ CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 
 ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
 ASK_EXAMPLES = ("2 to 4 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
-                "the arguments (a JSON list of values of the types the method takes) and the exact value it must return")
+                "the arguments (a JSON list of values of the types the method takes; numbers, lists and "
+                "booleans as JSON values, not in quotes) and the exact value it must return")
 
 
 def plan_schema(queries: bool, examples: bool) -> dict:
@@ -533,7 +534,8 @@ class PrototypalStateMachine:
         args = list(m.args) + list(m.kwargs)
         example = m.example_call or f"{cycle.selector}({', '.join(args)})"
         methods = ", ".join(x.signature for x in cycle.snapshot.methods) or "none"
-        slots = ", ".join(f"{k} ({v})" for k, v in cycle.snapshot.slots.items()) or "none"
+        slots = ", ".join(f"{k} ({v})" for k, v in related_slots(cycle).items()) or \
+            "none this method needs (keep its data in a new attribute named for what it holds)"
         if m.args or m.kwargs:
             hint = (f"{len(m.args)} positional argument(s)" if m.args else "no positional arguments")
             if m.kwargs:
@@ -565,6 +567,27 @@ class PrototypalStateMachine:
 
 # ----------------------------------------------------------------- the states
 
+def related_slots(cycle: CognitiveCycle) -> dict:
+    """The target's data slots a mission may use: those its words (or its selector)
+    name, those of the method it replaces, and those of a method its words name.  The
+    rest belong to other methods: shown, a small model reuses them (a new
+    ``record_score`` kept its scores in ``tally``'s dict), so they are not."""
+    text = _mission_text(cycle).lower()
+    words = set(re.findall(r"[a-z0-9]+", text))
+    named = {m.selector for m in cycle.snapshot.methods
+             if m.selector == cycle.selector or m.selector.lower() in text}
+    used: set[str] = set()
+    for m in cycle.snapshot.methods:
+        if m.selector in named:
+            used |= set(re.findall(r"self\.([A-Za-z][A-Za-z0-9_]*)", m.source))
+    out = {}
+    for name, kind in cycle.snapshot.slots.items():
+        parts = [p for p in name.lower().split("_") if p]
+        if name in used or name.lower() in text or (parts and all(p in words for p in parts)):
+            out[name] = kind
+    return out
+
+
 def idle(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
     return psm._next(cycle, "IDLE")
 
@@ -588,18 +611,52 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
     gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), {"role": "user", "content": prompt}],
                    plan_schema(want_queries, want_examples))
     try:
-        plan = ResearchPlan.model_validate(json.loads(gen.text))
+        plan = ResearchPlan.model_validate(load_plan(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
         n_params = len(cycle.mission.args)
         for ex in plan.examples:      # only calls the mission's signature can take
-            if len(ex.args) == n_params and all(ex.args != p[0] for p in cycle.proposed):
-                cycle.proposed.append([list(ex.args), ex.expected])
+            args = [typed(a) for a in ex.args]
+            if len(args) == n_params and all(args != p[0] for p in cycle.proposed):
+                cycle.proposed.append([args, typed(ex.expected)])
     except (json.JSONDecodeError, ValidationError) as exc:
         # the queries only guide retrieval; without them DELEGATING searches for the mission
         step.data["plan_error"] = f"BRICK's plan was not usable JSON ({type(exc).__name__})"
     step.data["queries"] = cycle.queries
     step.data["examples"] = cycle.proposed
     return psm._next(cycle, "DECOMPOSING")
+
+
+def load_plan(text: str) -> Any:
+    """BRICK's plan from its JSON; an answer cut off at the token limit keeps the
+    examples it finished (``{"examples": [{...}, {...}, {"ar`` gives the first two)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    ends = [i for i, c in enumerate(text) if c == "}"]
+    for i in reversed(ends[-24:]):
+        for closing in ("]}", "}", "]}}", "}]}"):
+            try:
+                return json.loads(text[:i + 1] + closing)
+            except json.JSONDecodeError:
+                continue
+    return json.loads(text)     # raises the original error
+
+
+_LITERAL = re.compile(r"-?\d+(\.\d+)?|\[.*\]|\{.*\}|true|false|null", re.S)
+
+
+def typed(value: Any) -> Any:
+    """A value BRICK wrote as the JSON text of a number, list, object or boolean
+    ("2020", "[1, 2, 3]") as that value: a small model quotes them far more often than
+    it means a string of digits, and a method given "2020" for a year fails its
+    examples for the wrong reason."""
+    if isinstance(value, str) and _LITERAL.fullmatch(value.strip()):
+        try:
+            return json.loads(value.strip())
+        except json.JSONDecodeError:
+            return value
+    return value
 
 
 def _mission_text(cycle: CognitiveCycle) -> str:
