@@ -86,13 +86,13 @@ class Settings:
     TRANSFORMERS_CPU_DTYPE: str = "float32"
     LLM_TEMPERATURE: float = 0.0
     LLM_SEED: int = 1234
-    PLAN_MAX_TOKENS: int = 160      # BRICK's research plan
+    PLAN_MAX_TOKENS: int = 128      # BRICK's research plan
     METHOD_MAX_TOKENS: int = 512    # the synthesized method
     # execution and cycles
     METHOD_TIMEOUT_S: float = 5.0
     CYCLE_TIMEOUT_S: float = 600.0
     CYCLE_RETRIES: int = 1          # a failed attempt is fed back this many times
-    CYCLE_CANDIDATES: int = 3       # candidates compared (by agreement) once the first fails an example
+    CYCLE_CANDIDATES: int = 2       # candidates compared (by agreement) once the first fails an example
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     SKILL_MIN_COSINE: float = 0.7   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more

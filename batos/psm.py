@@ -78,7 +78,7 @@ class ResearchPlan(BaseModel):
     example calls with the results the method must give (VALIDATING runs them).  A
     plan asks only for what the cycle lacks (``plan_schema``)."""
     queries: list[str] = Field(default_factory=list, max_length=3)
-    examples: list[ProposedExample] = Field(default_factory=list, max_length=4)
+    examples: list[ProposedExample] = Field(default_factory=list, max_length=3)
 
 
 PLAN_SCHEMA = {
@@ -86,7 +86,7 @@ PLAN_SCHEMA = {
     "properties": {
         "queries": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 48},
                     "minItems": 1, "maxItems": 3},
-        "examples": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+        "examples": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
             "type": "object",
             # the value itself: an object here tempts the model to wrap it ({"result": ...})
             "properties": {"args": {"type": "array", "maxItems": 4},
@@ -100,7 +100,7 @@ PLAN_SCHEMA = {
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 
 ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
-ASK_EXAMPLES = ("2 to 4 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
+ASK_EXAMPLES = ("2 or 3 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
                 "the arguments (a JSON list of values of the types the method takes; numbers, lists and "
                 "booleans as JSON values, not in quotes) and the exact value it must return")
 
@@ -892,6 +892,38 @@ def add_imports(source: str, modules: list[str]) -> str:
     return "".join(lines[:at] + [f"{indent}import {m}\n" for m in modules] + lines[at:])
 
 
+def fix_private_slots(source: str) -> tuple[str, list[str]]:
+    """``self._name`` (one underscore, not ``_p_changed``) as ``self.name``, when the
+    method does not also use ``self.name``: the sandbox refuses private attributes, and
+    a small model told to keep its data in a new attribute often names it so."""
+    import ast
+    tree = ast.parse(source)
+    attrs = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+             and isinstance(n.value, ast.Name) and n.value.id == "self"]
+    public = {n.attr for n in attrs if not n.attr.startswith("_")}
+
+    def private(name: str) -> bool:
+        return bool(re.fullmatch(r"_[A-Za-z][A-Za-z0-9_]*", name)) and name != "_p_changed" \
+            and name[1:] not in public
+    # self._name, and "_name" in hasattr(self, "_name") and its kin
+    spots = [(n.lineno, n.col_offset, n.end_lineno, n.end_col_offset, "self." + n.attr[1:], n.attr[1:])
+             for n in attrs if private(n.attr)]
+    spots += [(a.lineno, a.col_offset, a.end_lineno, a.end_col_offset, repr(a.value[1:]), a.value[1:])
+              for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+              and n.func.id in ("hasattr", "getattr", "setattr", "delattr") and len(n.args) >= 2
+              and isinstance(n.args[0], ast.Name) and n.args[0].id == "self"
+              for a in [n.args[1]] if isinstance(a, ast.Constant) and isinstance(a.value, str) and private(a.value)]
+    lines = source.splitlines(keepends=True)
+    done = set()
+    for line, col, end_line, end_col, text_new, name in sorted(spots, reverse=True):
+        if end_line != line:
+            continue
+        text = lines[line - 1].encode()
+        lines[line - 1] = (text[:col] + text_new.encode() + text[end_col:]).decode()
+        done.add(name)
+    return "".join(lines), sorted(done)
+
+
 def fix_bare_sends(source: str, methods: set[str]) -> tuple[str, list[str]]:
     """``name(...)`` where ``name`` is the method itself or a sibling and nothing in the
     method binds it: a send meant as ``self.name(...)``.  Returns the fixed source and the
@@ -1004,6 +1036,11 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     # a sibling named like a builtin (a method 'sum') leaves the builtin call alone
     siblings = ({cycle.selector} | {m.selector for m in cycle.snapshot.methods}) \
         - set(SAFE_BUILTINS) - set(GUARDED_BUILTINS)
+    try:            # data kept under a private name (self._stack): the sandbox refuses it
+        cand.source, renamed = fix_private_slots(cand.source)
+        cand.imported += [f"self.{name} (was self._{name})" for name in renamed]
+    except (SyntaxError, ValueError):
+        pass
     try:            # the method or a sibling called as a bare function: meant as a send to self
         cand.source, fixed = fix_bare_sends(cand.source, siblings)
         cand.imported += [f"self.{name}" for name in fixed]
@@ -1099,10 +1136,14 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
-    # the first candidate misses an example (maybe a wrong one of BRICK's): before any
-    # repair, sample a few more from the same (cached) prompt and let agreement choose
+    # the first candidate fails a blocking check, raises, or misses most of BRICK's
+    # examples (which are often wrong: missing fewer is no sign): before any repair,
+    # sample more from the same (cached) prompt and let agreement choose
     wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
-    if not cycle.sampled and wanted > 1 and not all(o.passed for o in chosen.outcomes):
+    brick = chosen.outcomes[n_trusted:]
+    doubtful = not clear or any(o.error is not None for o in chosen.outcomes) or \
+        2 * sum(o.passed for o in brick) < len(brick)
+    if not cycle.sampled and wanted > 1 and doubtful:
         cycle.sample_only = True
         step.data["sampling"] = wanted - 1
         return "SYNTHESIZING"

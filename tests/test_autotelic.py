@@ -19,7 +19,7 @@ pytestmark = pytest.mark.process
 
 RIGHT = '```python\ndef double(self, n):\n    """Twice n."""\n    return n * 2\n```'
 WRONG = '```python\ndef double(self, n):\n    """Twice n."""\n    return n + 2\n```'
-PROPOSAL = {"kind": "tuning", "target": "candidates", "value": 2, "why": "test"}
+PROPOSAL = {"kind": "tuning", "target": "candidates", "value": 3, "why": "test"}
 
 
 @pytest.fixture
@@ -52,17 +52,17 @@ def events(tmp_path, kind):
 
 def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     assert kernel.kernel.autotelic.practice_suite()[0].selector == "double"
-    # current config fails (its first candidate and the two sampled next to it), proposed
-    # (one candidate) passes
-    record = round_(kernel, methods=[WRONG, WRONG, WRONG, RIGHT])
+    # current config fails (its first candidate and the one sampled next to it), proposed
+    # passes at once
+    record = round_(kernel, methods=[WRONG, WRONG, RIGHT])
     assert record["adopted"] is True, record
     assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
-    assert live_state(kernel)[0] == 2
+    assert live_state(kernel)[0] == 3
     # the same change again changes nothing: refused before any practice
     again = round_(kernel, methods=[])
     assert again["adopted"] is False and "already" in again["outcome"] and "scores" not in again, again
     listed = kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"]
-    assert [a["id"] for a in listed] == [record["id"]] and listed[0]["proposal"]["value"] == 2
+    assert [a["id"] for a in listed] == [record["id"]] and listed[0]["proposal"]["value"] == 3
     kernel.loop.run_until_complete(kernel.kernel.revert_adaptation(record["id"]))
     assert live_state(kernel)[0] is None
     assert kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"][0]["reverted"]
@@ -76,7 +76,7 @@ def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
 
 def test_a_proposal_that_loses_is_refused_and_the_evaluation_writes_nothing(kernel, tmp_path):
     before = live_state(kernel)
-    record = round_(kernel, methods=[RIGHT, WRONG, WRONG])   # current passes, proposed fails (2 candidates)
+    record = round_(kernel, methods=[RIGHT, WRONG, WRONG, WRONG])   # current passes, proposed fails (3 candidates)
     assert record["adopted"] is False and "did not improve" in record["outcome"], record
     assert live_state(kernel) == before                  # not one transaction on the live image
     with kernel.image.reading() as s:
@@ -128,7 +128,7 @@ def test_the_loop_waits_for_idle_and_an_architect_request_preempts_the_round(ker
 def test_an_adaptation_changes_what_the_next_cycle_reads(kernel):
     """An adopted instruction rule reaches the prompt of the next cycle."""
     rule = {"kind": "instructions", "target": "SYNTHESIZING", "value": "Never use recursion.", "why": "t"}
-    record = round_(kernel, rule, methods=[WRONG, WRONG, WRONG, RIGHT])
+    record = round_(kernel, rule, methods=[WRONG, WRONG, RIGHT])
     assert record["adopted"], record
     model = ScriptedModel(plan={"queries": ["x"], "examples": []},
                           methods=['```python\ndef triple(self, n):\n    """3n."""\n    return 3 * n\n```'])

@@ -91,21 +91,21 @@ TRIPLE = code('def double(self, n):\n    """Twice n."""\n    return n * 3\n')
 def test_a_wrong_model_example_does_not_block_a_correct_candidate(kernel):
     plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10},
                                                 {"args": [3], "expected": 7}]}     # the last one is wrong
-    # the first misses the wrong example, so two more are sampled: all three agree
-    model = ScriptedModel(plan=plan, methods=[DOUBLE, DOUBLE, DOUBLE])
+    # it misses only the wrong example of two: no sign of a mistake, nothing is sampled
+    model = ScriptedModel(plan=plan, methods=[DOUBLE])
     result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], intent="double a number"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
-    assert result["candidates"] == 3 and not model.methods
+    assert result["candidates"] == 1 and len(model.calls) == 2
     assert [e["passed"] for e in result["examples"]] == [True, False]      # reported, not blocking
     with kernel.image.reading() as s:     # the wrong example is not kept with the method
         assert s.get("genesis_obj")._slots["double"].examples == [[[5], 10]]
 
 
 def test_candidates_that_agree_win_over_one_that_chases_a_wrong_example(kernel):
-    plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10},
-                                                {"args": [3], "expected": 5}]}     # the last one is wrong
-    # the first (n + 2) passes the Architect's example and matches the wrong one; the two
-    # sampled candidates agree on n * 2, which misses only the wrong one
+    plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10}, {"args": [3], "expected": 5},
+                                                {"args": [4], "expected": 8}]}     # the second is wrong
+    # the first (n + 2) passes the Architect's example and matches only the wrong one of
+    # BRICK's; the two sampled candidates agree on n * 2, which misses only the wrong one
     model = ScriptedModel(plan=plan, methods=[DOUBLE_BROKEN, DOUBLE, DOUBLE])
     brief = MissionBrief(selector="double", args=["n"], intent="double a number", examples=[[[2], 4]])
     result = cycle(kernel, model, brief)
@@ -115,7 +115,7 @@ def test_candidates_that_agree_win_over_one_that_chases_a_wrong_example(kernel):
     assert len(sampled) == 2 and len({c["seed"] for c in sampled}) == 2
     assert kernel.send("genesis_obj", "double", 21) == 42
     with kernel.image.reading() as s:
-        assert s.get("genesis_obj")._slots["double"].examples == [[[2], 4], [[5], 10]]
+        assert s.get("genesis_obj")._slots["double"].examples == [[[2], 4], [[5], 10], [[4], 8]]
 
 
 def test_no_candidate_passing_its_examples_fails_in_the_examples_phase(kernel):
@@ -259,3 +259,63 @@ def test_the_covenant_line_is_added_by_the_kernel_for_a_mission_that_keeps_somet
     model = ScriptedModel(plan={"queries": ["t"], "examples": []}, methods=[forgot.replace("next_ticket", "peek")] * 2)
     result = cycle(kernel, model, MissionBrief(selector="peek", args=[], intent="return the number 1"))
     assert result["state"] == "FAILED", result
+
+
+def test_brick_examples_quoted_or_cut_off_are_still_read(kernel):
+    """A small model quotes numbers and lists ("2020", "[1, 2]") and runs out of tokens
+    mid-plan: the values are read as what they spell, and the finished examples kept."""
+    from batos.psm import load_plan, typed
+    assert [typed(v) for v in ("2020", "[1, 2]", "-1.5", "true", "a3b1", "12ab", "")] == \
+        [2020, [1, 2], -1.5, True, "a3b1", "12ab", ""]
+    cut = '{"examples": [{"args": ["2000"], "expected": true}, {"args": [1900], "expected": false}, {"args": [20'
+    assert load_plan(cut) == {"examples": [{"args": ["2000"], "expected": True},
+                                           {"args": [1900], "expected": False}]}
+    with pytest.raises(ValueError):
+        load_plan('{"examples": [{"args": [')
+    leap = code('def is_leap(self, year):\n    """Leap year?"""\n'
+                '    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)\n')
+    model = ScriptedModel(plan=cut, methods=[leap])
+    result = cycle(kernel, model, MissionBrief(selector="is_leap", args=["year"], intent="is it a leap year"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert [(e["args"], e["passed"]) for e in result["examples"]] == [([2000], True), ([1900], True)]
+    assert len(model.calls) == 2      # the plan and the method: passing both, nothing sampled
+
+
+def test_a_stateful_mission_is_shown_only_the_slots_it_relates_to(kernel):
+    run = kernel.loop.run_until_complete
+    run(kernel.kernel.install("genesis_obj", "push_item",
+                              'def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "stack"):\n'
+                              '        self.stack = []\n    self.stack.append(item)\n    self._p_changed = True\n'
+                              '    return len(self.stack)\n'))
+    assert kernel.send("genesis_obj", "push_item", "a") == 1
+    record = code('def record_score(self, score):\n    """Average so far."""\n'
+                  '    if not hasattr(self, "scores"):\n        self.scores = []\n    self.scores.append(score)\n'
+                  '    self._p_changed = True\n    return sum(self.scores) / len(self.scores)\n')
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[record])
+    result = cycle(kernel, model, MissionBrief(selector="record_score", args=["score"],
+                                               intent="record a score on this object and return the average so far"))
+    assert result["state"] == "COMPLETE", result
+    prompt = model.calls[-1]["messages"][-1]["content"]
+    assert "stack" not in prompt and "keep its data in a new attribute" in prompt
+    pop = code('def pop_item(self):\n    """Pop."""\n    item = self.stack.pop()\n    self._p_changed = True\n'
+               '    return item\n')
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[pop])
+    result = cycle(kernel, model, MissionBrief(selector="pop_item", args=[],
+                                               intent="pop the last item from the stack kept by push_item"))
+    assert result["state"] == "COMPLETE", result
+    assert "stack (list)" in model.calls[-1]["messages"][-1]["content"]
+    assert kernel.send("genesis_obj", "pop_item") == "a"
+
+
+def test_data_kept_under_a_private_name_is_renamed_not_refused(kernel):
+    """``self._stack`` is refused by the sandbox; the kernel renames it (and the
+    ``hasattr`` string) to ``stack`` rather than spending a repair on it."""
+    private = code('def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "_stack"):\n'
+                   '        self._stack = []\n    self._stack.append(item)\n    self._p_changed = True\n'
+                   '    return len(self._stack)\n')
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[private])
+    result = cycle(kernel, model, MissionBrief(selector="push_item", args=["item"],
+                                               intent="push the item onto a stack kept on this object"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "self.stack.append(item)" in result["source"] and "_stack" not in result["source"]
+    assert [kernel.send("genesis_obj", "push_item", x) for x in "ab"] == [1, 2]
