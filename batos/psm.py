@@ -105,10 +105,17 @@ ASK_EXAMPLES = ("2 or 3 examples of calls to {it}, one for each rule or edge cas
                 "booleans as JSON values, not in quotes) and the exact value it must return")
 
 
-def plan_schema(queries: bool, examples: bool) -> dict:
-    """PLAN_SCHEMA with only the parts asked for."""
+def plan_schema(queries: bool, examples: bool, n_args: Optional[int] = None) -> dict:
+    """PLAN_SCHEMA with only the parts asked for; with ``n_args``, every example's
+    arguments are exactly that many (a plan for ``next_ticket()`` otherwise gave calls
+    with one argument, which the method cannot take, and so no example at all)."""
     props = {k: v for k, v in PLAN_SCHEMA["properties"].items()
              if (k == "queries" and queries) or (k == "examples" and examples)}
+    if "examples" in props and n_args is not None:
+        ex = json.loads(json.dumps(props["examples"]))
+        ex["items"]["properties"]["args"] = {"type": "array", "minItems": n_args, "maxItems": n_args, "items": {
+            "anyOf": [{"type": t} for t in ("string", "number", "boolean", "null", "array", "object")]}}
+        props["examples"] = ex
     return {"type": "object", "properties": props, "required": list(props)}
 
 
@@ -609,7 +616,7 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
         return psm._next(cycle, "DECOMPOSING")
     prompt = conf.instructions.format(**psm._fields(cycle))
     gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), {"role": "user", "content": prompt}],
-                   plan_schema(want_queries, want_examples))
+                   plan_schema(want_queries, want_examples, len(cycle.mission.args)))
     try:
         plan = ResearchPlan.model_validate(load_plan(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
@@ -643,7 +650,7 @@ def load_plan(text: str) -> Any:
     return json.loads(text)     # raises the original error
 
 
-_LITERAL = re.compile(r"-?\d+(\.\d+)?|\[.*\]|\{.*\}|true|false|null", re.S)
+_LITERAL = re.compile(r"-?\d+(\.\d+)?|\[.*\]|\{.*\}|true|false|null|True|False", re.S)
 
 
 def typed(value: Any) -> Any:
@@ -655,7 +662,16 @@ def typed(value: Any) -> Any:
         try:
             return json.loads(value.strip())
         except json.JSONDecodeError:
+            pass
+        try:        # Python's spelling: "['a', 'b']", "{'k': 1}", "True"
+            literal = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             return value
+        try:        # only what JSON could carry: no tuples, sets, or keys that are not text
+            plain = json.loads(json.dumps(literal)) == literal and not isinstance(literal, str)
+        except (TypeError, ValueError):
+            plain = False
+        return literal if plain else value
     return value
 
 

@@ -265,8 +265,8 @@ def test_brick_examples_quoted_or_cut_off_are_still_read(kernel):
     """A small model quotes numbers and lists ("2020", "[1, 2]") and runs out of tokens
     mid-plan: the values are read as what they spell, and the finished examples kept."""
     from batos.psm import load_plan, typed
-    assert [typed(v) for v in ("2020", "[1, 2]", "-1.5", "true", "a3b1", "12ab", "")] == \
-        [2020, [1, 2], -1.5, True, "a3b1", "12ab", ""]
+    assert [typed(v) for v in ("2020", "[1, 2]", "-1.5", "true", "a3b1", "12ab", "", "['a', 'b']", "[x]")] == \
+        [2020, [1, 2], -1.5, True, "a3b1", "12ab", "", ["a", "b"], "[x]"]
     cut = '{"examples": [{"args": ["2000"], "expected": true}, {"args": [1900], "expected": false}, {"args": [20'
     assert load_plan(cut) == {"examples": [{"args": ["2000"], "expected": True},
                                            {"args": [1900], "expected": False}]}
@@ -279,6 +279,13 @@ def test_brick_examples_quoted_or_cut_off_are_still_read(kernel):
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
     assert [(e["args"], e["passed"]) for e in result["examples"]] == [([2000], True), ([1900], True)]
     assert len(model.calls) == 2      # the plan and the method: passing both, nothing sampled
+    # the plan's grammar asks for exactly as many arguments as the method takes
+    args = model.calls[0]["grammar"]["properties"]["examples"]["items"]["properties"]["args"]
+    assert args["minItems"] == args["maxItems"] == 1
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    import json
+    from batos.psm import plan_schema
+    assert 'examples-item-args ::= "[" space  "]" space' in json_schema_to_gbnf(json.dumps(plan_schema(False, True, 0)))
 
 
 def test_a_stateful_mission_is_shown_only_the_slots_it_relates_to(kernel):
