@@ -623,7 +623,9 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
         n_params = len(cycle.mission.args)
         for ex in plan.examples:      # only calls the mission's signature can take
             args = [typed(a) for a in ex.args]
-            if len(args) == n_params and all(args != p[0] for p in cycle.proposed):
+            # a stateful method's calls repeat (next_ticket() -> 1, then 2): only a pure
+            # one's are deduplicated
+            if len(args) == n_params and (not cycle.pure or all(args != p[0] for p in cycle.proposed)):
                 cycle.proposed.append([args, typed(ex.expected)])
     except (json.JSONDecodeError, ValidationError) as exc:
         # the queries only guide retrieval; without them DELEGATING searches for the mission

@@ -326,3 +326,20 @@ def test_data_kept_under_a_private_name_is_renamed_not_refused(kernel):
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
     assert "self.stack.append(item)" in result["source"] and "_stack" not in result["source"]
     assert [kernel.send("genesis_obj", "push_item", x) for x in "ab"] == [1, 2]
+
+
+def test_a_stateful_missions_repeated_calls_are_kept_in_order(kernel):
+    """next_ticket() -> 1, then 2, then 3: the same arguments with different results are
+    the point of a stateful example, not duplicates."""
+    stuck = code('def next_ticket(self):\n    """Next."""\n    if not hasattr(self, "ticket"):\n'
+                 '        self.ticket = 1\n    self._p_changed = True\n    return self.ticket\n')
+    counter = code('def next_ticket(self):\n    """Next."""\n    if not hasattr(self, "ticket"):\n'
+                   '        self.ticket = 0\n    self.ticket += 1\n    self._p_changed = True\n    return self.ticket\n')
+    plan = {"examples": [{"args": [], "expected": 1}, {"args": [], "expected": 2}, {"args": [], "expected": 3}]}
+    model = ScriptedModel(plan=plan, methods=[stuck, counter, counter])
+    result = cycle(kernel, model, MissionBrief(selector="next_ticket", args=[],
+                                               intent="hand out ticket numbers: 1 the first time, then 2, 3"))
+    assert result["state"] == "COMPLETE", result
+    assert [e["expected"] for e in result["examples"]] == [1, 2, 3] and all(e["passed"] for e in result["examples"])
+    assert "+= 1" in result["source"]
+    assert [kernel.send("genesis_obj", "next_ticket") for _ in range(2)] == [1, 2]
