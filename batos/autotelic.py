@@ -62,7 +62,7 @@ MENU = {
     "max_tokens": "DECOMPOSING or SYNTHESIZING: the state's token budget (value: 64 to 1024)",
     "instructions": "DECOMPOSING or SYNTHESIZING: one rule added to the state's instructions (value: "
                     "the rule, one line)",
-    "tuning": "candidates (1 to 6: methods compared once one fails), context_chars (0 to 4000: "
+    "tuning": "candidates (1 to 6: methods compared when the first fails or looks wrong), context_chars (0 to 4000: "
               "memory shown), or skills_shown (0 to 4: similar methods shown) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",

@@ -127,10 +127,16 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         skill = "Method shout of genesis_obj: Upper-case.\n```python\ndef shout(self, t):\n    return t.upper()\n```"
         image.transact(lambda s: memory.ingest(s.root, [skill], memory.embedder.encode([skill]),
                                                "method:genesis_obj.shout", kind="method"))
-        near = ("Method count_consonants of genesis_obj: Count the consonants in a word.\n```python\n"
-                "def count_consonants(self, word):\n    return sum(c.isalpha() and c not in 'aeiou' "
-                "for c in word.lower())\n```")
+        # the same task on another name (cosine 0.77 to the mission) and a sibling task on a
+        # similar topic (0.61), whose pattern a small model copies
+        near = ("Method count_vowels_in_text of genesis_obj: Count the vowels in a text.\n```python\n"
+                "def count_vowels_in_text(self, text):\n    return sum(c in 'aeiou' for c in text.lower())\n```")
+        topic = ("Method count_consonants of genesis_obj: Count the consonants in a word.\n```python\n"
+                 "def count_consonants(self, word):\n    return sum(c.isalpha() and c not in 'aeiou' "
+                 "for c in word.lower())\n```")
         image.transact(lambda s: memory.ingest(s.root, [near], memory.embedder.encode([near]),
+                                               "method:genesis_obj.count_vowels_in_text", kind="method"))
+        image.transact(lambda s: memory.ingest(s.root, [topic], memory.embedder.encode([topic]),
                                                "method:genesis_obj.count_consonants", kind="method"))
         model = ScriptedModel(plan={"queries": ["english vowels"]},
                               methods=["```python\ndef count_vowels(self, word):\n"
@@ -146,10 +152,10 @@ def test_cycle_retrieves_context_for_brick_queries(tmp_path, memory):
         assert delegated["retrieved"] >= 1 and delegated["context_chars"] > 0
         assert "vowels" in delegated["sources"]
         # only a really similar method is shown as a skill (SKILL_MIN_COSINE), not an unrelated one
-        assert delegated["skills"] == ["method:genesis_obj.count_consonants"]
+        assert delegated["skills"] == ["method:genesis_obj.count_vowels_in_text"]
         prompt = model.calls[-1]["messages"][-1]["content"]
-        assert "The vowels of English" in prompt and "def count_consonants" in prompt
-        assert "def shout" not in prompt
+        assert "The vowels of English" in prompt and "def count_vowels_in_text" in prompt
+        assert "def shout" not in prompt and "def count_consonants" not in prompt
         assert learned and learned[0][:2] == ("genesis_obj", "count_vowels")
     finally:
         image.close()

@@ -377,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flywheel", action="store_true",
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
+    ap.add_argument("--practice", type=int, default=3, help="--flywheel: missions in each round's practice suite")
     ap.add_argument("--ablation", action="store_true",
                     help="only the prompt ablation (tests/bench/ablation.py; about 12 min)")
     ap.add_argument("--scale", action="store_true",
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.flywheel:
         from tests.bench import flywheel
-        out = flywheel.run(args.rounds, 2)
+        out = flywheel.run(args.rounds, args.practice)
         flywheel.report(out)
         print(json.dumps(out, default=str))
         return 0
