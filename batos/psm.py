@@ -788,7 +788,10 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     messages = list(first)
     if cycle.repair is not None and cycle.feedback:
         what = ("fails these examples" if cycle.repair.admitted else "was refused")
-        messages += [{"role": "assistant", "content": cycle.repair.answer},
+        # the method as it was checked (with the kernel's own fixes: the findings' line
+        # numbers are its lines), else the raw answer that could not be parsed
+        shown = f"```python\n{cycle.repair.source.rstrip()}\n```" if cycle.repair.source else cycle.repair.answer
+        messages += [{"role": "assistant", "content": shown},
                      {"role": "user", "content":
                       f"That method {what}:\n- " + "\n- ".join(cycle.feedback)
                       + (f"\n{PURE_RULE[2:]}" if cycle.pure else "")
@@ -911,18 +914,16 @@ def add_imports(source: str, modules: list[str]) -> str:
 
 
 def fix_private_slots(source: str) -> tuple[str, list[str]]:
-    """``self._name`` (one underscore, not ``_p_changed``) as ``self.name``, when the
-    method does not also use ``self.name``: the sandbox refuses private attributes, and
-    a small model told to keep its data in a new attribute often names it so."""
+    """``self._name`` (one underscore, not ``_p_changed``) as ``self.name``: the sandbox
+    refuses private attributes, and a small model told to keep its data in a new
+    attribute often names it so, at times beside a ``self.name`` it meant as the same
+    (a repair of ``record_score`` created ``self.scores`` and appended to ``self._scores``)."""
     import ast
     tree = ast.parse(source)
     attrs = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute)
              and isinstance(n.value, ast.Name) and n.value.id == "self"]
-    public = {n.attr for n in attrs if not n.attr.startswith("_")}
-
     def private(name: str) -> bool:
-        return bool(re.fullmatch(r"_[A-Za-z][A-Za-z0-9_]*", name)) and name != "_p_changed" \
-            and name[1:] not in public
+        return bool(re.fullmatch(r"_[A-Za-z][A-Za-z0-9_]*", name)) and name != "_p_changed"
     # self._name, and "_name" in hasattr(self, "_name") and its kin
     spots = [(n.lineno, n.col_offset, n.end_lineno, n.end_col_offset, "self." + n.attr[1:], n.attr[1:])
              for n in attrs if private(n.attr)]

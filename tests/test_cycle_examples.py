@@ -343,3 +343,22 @@ def test_a_stateful_missions_repeated_calls_are_kept_in_order(kernel):
     assert [e["expected"] for e in result["examples"]] == [1, 2, 3] and all(e["passed"] for e in result["examples"])
     assert "+= 1" in result["source"]
     assert [kernel.send("genesis_obj", "next_ticket") for _ in range(2)] == [1, 2]
+
+
+def test_a_repair_is_shown_the_method_as_the_kernel_checked_it(kernel):
+    """The findings' line numbers are those of the source after the kernel's own fixes
+    (here ``self._items`` renamed), so that is the answer the repair conversation shows."""
+    broken = code('def add_item(self, item):\n    """Add."""\n    if not hasattr(self, "_items"):\n'
+                  '        self._items = []\n    self._items.append(normalize(item))\n    self._p_changed = True\n'
+                  '    return len(self._items)\n')
+    right = code('def add_item(self, item):\n    """Add."""\n    if not hasattr(self, "items"):\n'
+                 '        self.items = []\n    self.items.append(item)\n    self._p_changed = True\n'
+                 '    return len(self.items)\n')
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[broken, right])
+    result = cycle(kernel, model, MissionBrief(selector="add_item", args=["item"],
+                                               intent="add the item to a list kept on this object"))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    shown = model.calls[2]["messages"][-2]
+    assert shown["role"] == "assistant" and "self.items.append(normalize(item))" in shown["content"]
+    assert "_items" not in shown["content"]
+    assert "the name 'normalize' is not defined" in model.calls[2]["messages"][-1]["content"]
