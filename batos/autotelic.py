@@ -69,16 +69,20 @@ MENU = {
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
             "on the system's successful missions (value: training steps, 10 to 400)",
 }
-PROPOSAL_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "kind": {"type": "string", "enum": list(MENU)},
-        "target": {"type": "string", "enum": [*TUNED_STATES, *TUNABLES, *PERSONA_PROTOTYPES]},
-        "value": {"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": RULE_MAX}]},
-        "why": {"type": "string", "maxLength": 300},
-    },
-    "required": ["kind", "target", "value", "why"],
-}
+# one object shape per kind, so the grammar cannot pair a kind with a target it does not
+# take (ALFRED once proposed "tuning" of "ROBIN" three rounds running)
+_INT = {"type": "integer"}
+_LINE = {"type": "string", "minLength": 1, "maxLength": RULE_MAX}
+_TARGETS_VALUES = {"max_tokens": (list(TUNED_STATES), _INT), "instructions": (list(TUNED_STATES), _LINE),
+                   "tuning": (list(TUNABLES), _INT), "system_prompt": (list(PERSONA_PROTOTYPES), _LINE),
+                   "lora": (list(PERSONA_PROTOTYPES), _INT)}
+PROPOSAL_SCHEMA = {"anyOf": [
+    {"type": "object",
+     "properties": {"kind": {"type": "string", "enum": [kind]},
+                    "target": {"type": "string", "enum": targets},
+                    "value": value, "why": {"type": "string", "maxLength": 300}},
+     "required": ["kind", "target", "value", "why"]}
+    for kind, (targets, value) in _TARGETS_VALUES.items()]}
 
 
 class Preempted(Exception):
@@ -300,6 +304,8 @@ class Autotelic:
             record["outcome"] = f"abandoned: {exc}; nothing applied"
         except BadProposal as exc:
             record["outcome"] = f"no valid proposal: {exc}"
+            if isinstance(getattr(exc, "raw", None), dict):
+                record["refused"] = exc.raw      # shown to ALFRED as tried, so it proposes another
         except Exception as exc:
             record["outcome"] = f"failed: {type(exc).__name__}: {exc}"[:500]
             log.warning("autotelic: round %s: %s", record["id"], record["outcome"])
@@ -319,8 +325,9 @@ class Autotelic:
         with k.image.reading() as s:
             system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
         menu = "\n".join(f"- kind {kind}: target {what}" for kind, what in MENU.items())
-        tried = [e["proposal"] for e in read_events(self.settings.log_path)
-                 if e.get("event") == "adaptation" and isinstance(e.get("proposal"), dict)][-6:]
+        tried = [e.get("proposal") or e.get("refused") for e in read_events(self.settings.log_path)
+                 if e.get("event") == "adaptation"
+                 and isinstance(e.get("proposal") or e.get("refused"), dict)][-6:]
         tried_line = ("Changes already tried (propose a different one): "
                       + "; ".join(f"{p.get('kind')} {p.get('target')}={p.get('value')!r}" for p in tried)
                       + "\n") if tried else ""
@@ -335,9 +342,14 @@ class Autotelic:
         if cancel.is_set():
             raise Preempted("an Architect request arrived")
         try:
-            return check_proposal(json.loads(gen.text))
+            raw = json.loads(gen.text)
         except json.JSONDecodeError as exc:
             raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
+        try:
+            return check_proposal(raw)
+        except BadProposal as exc:
+            exc.raw = raw
+            raise
 
     def practice_suite(self) -> list[MissionBrief]:
         """The latest verified missions: completed cycles whose method still keeps examples."""

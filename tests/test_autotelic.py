@@ -228,3 +228,25 @@ def test_without_verified_missions_a_round_asks_nothing_and_adopts_nothing(tmp_p
         assert model.calls == []          # ALFRED was not asked
     finally:
         k.close()
+
+
+def test_alfreds_grammar_pairs_each_kind_with_its_targets_and_a_refusal_is_shown_as_tried(kernel, tmp_path):
+    """The schema is one shape per kind (tuning of ROBIN cannot be written); a proposal
+    refused all the same (a value out of range) is shown to the next round as tried."""
+    kinds = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"]
+             for alt in autotelic.PROPOSAL_SCHEMA["anyOf"]}
+    assert kinds["tuning"] == list(autotelic.TUNABLES) and "ROBIN" not in kinds["tuning"]
+    assert set(kinds) == set(autotelic.MENU)
+    from llama_cpp import LlamaGrammar
+    LlamaGrammar.from_json_schema(json.dumps(autotelic.PROPOSAL_SCHEMA), verbose=False)   # llama.cpp takes it
+    out_of_range = {"kind": "tuning", "target": "candidates", "value": 99, "why": "more"}
+    kernel.kernel.psm.models = ScriptedModel(plan=out_of_range, methods=[])
+    record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    assert record["adopted"] is False and "no valid proposal" in record["outcome"]
+    assert record["refused"] == out_of_range
+    model = ScriptedModel(plan={"kind": "tuning", "target": "skills_shown", "value": 0, "why": "w"},
+                          methods=[RIGHT, RIGHT])
+    kernel.kernel.psm.models = model
+    kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    assert "Changes already tried (propose a different one): tuning candidates=99" in \
+        model.calls[0]["messages"][-1]["content"]
