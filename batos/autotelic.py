@@ -156,6 +156,10 @@ def check_proposal(p: dict) -> dict:
     return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
 
 
+def _key(p: dict) -> tuple:
+    return (p.get("kind"), p.get("target"), json.dumps(p.get("value")))
+
+
 def _slot(kind: str, target: str) -> tuple[str, str]:
     """(oid, slot) a proposal changes."""
     if kind == "max_tokens":
@@ -209,6 +213,9 @@ class Autotelic:
         self.cancel: Optional[threading.Event] = None    # the running round's
         self.rounds = 0
         self._task: Optional[asyncio.Task] = None
+        # this process's latest rounds (the log is written asynchronously: a round that
+        # follows at once may not find the last one there yet)
+        self.recent: collections.deque = collections.deque(maxlen=12)
 
     # -- the kernel tells it ----------------------------------------------------------
     def note_request(self, command: str) -> None:
@@ -315,6 +322,7 @@ class Autotelic:
 
     def _end(self, record: dict, t0: float) -> dict:
         record["seconds"] = round(time.monotonic() - t0, 1)
+        self.recent.append(dict(record))
         self.kernel._emit_threadsafe(dict(record))
         log.info("autotelic: round %s: %s", record["id"], record.get("outcome"))
         return record
@@ -325,9 +333,11 @@ class Autotelic:
         with k.image.reading() as s:
             system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
         menu = "\n".join(f"- kind {kind}: target {what}" for kind, what in MENU.items())
-        tried = [e.get("proposal") or e.get("refused") for e in read_events(self.settings.log_path)
-                 if e.get("event") == "adaptation"
-                 and isinstance(e.get("proposal") or e.get("refused"), dict)][-6:]
+        rounds = {e.get("id"): e for e in read_events(self.settings.log_path) if e.get("event") == "adaptation"}
+        rounds.update((e["id"], e) for e in self.recent)
+        tried = [e.get("proposal") or e.get("refused") for e in sorted(rounds.values(), key=lambda e: e.get("ts", 0))
+                 if isinstance(e.get("proposal") or e.get("refused"), dict)
+                 and not str(e.get("outcome", "")).startswith("abandoned")][-6:]   # preempted: not judged
         tried_line = ("Changes already tried (propose a different one): "
                       + "; ".join(f"{p.get('kind')} {p.get('target')}={p.get('value')!r}" for p in tried)
                       + "\n") if tried else ""
@@ -336,20 +346,35 @@ class Autotelic:
                   f"Propose exactly one change from this menu:\n{menu}\n{tried_line}"
                   "Prefer a change that answers the most common failure. Answer in JSON with kind, "
                   "target, value and why.")
-        gen = k.psm.models.complete("ALFRED", [{"role": "system", "content": system},
-                                           {"role": "user", "content": prompt}],
-                                self.settings.PLAN_MAX_TOKENS + 96, grammar=PROPOSAL_SCHEMA, cancel=cancel)
-        if cancel.is_set():
-            raise Preempted("an Architect request arrived")
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        seen = {_key(p) for p in tried}
+        raw: Any = None
+        # a small model's greedy answer ignores the tried list (three rounds proposed
+        # candidates=1 three times): once more at a temperature, then refused unpractised
+        for attempt in range(2):
+            gen = k.psm.models.complete("ALFRED", messages, self.settings.PLAN_MAX_TOKENS + 96,
+                                        grammar=PROPOSAL_SCHEMA, cancel=cancel,
+                                        **({"temperature": 0.9, "seed": int(time.time()) % 100000}
+                                           if attempt else {}))
+            if cancel.is_set():
+                raise Preempted("an Architect request arrived")
+            try:
+                raw = json.loads(gen.text)
+            except json.JSONDecodeError as exc:
+                raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
+            if not isinstance(raw, dict) or _key(raw) not in seen:
+                break
         try:
-            raw = json.loads(gen.text)
-        except json.JSONDecodeError as exc:
-            raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
-        try:
-            return check_proposal(raw)
+            proposal = check_proposal(raw)
         except BadProposal as exc:
             exc.raw = raw
             raise
+        if _key(proposal) in seen:
+            exc = BadProposal(f"already tried in a recent round: {proposal['kind']} {proposal['target']}="
+                              f"{proposal['value']!r}; not practised again")
+            exc.raw = raw
+            raise exc
+        return proposal
 
     def practice_suite(self) -> list[MissionBrief]:
         """The latest verified missions: completed cycles whose method still keeps examples."""

@@ -250,3 +250,17 @@ def test_alfreds_grammar_pairs_each_kind_with_its_targets_and_a_refusal_is_shown
     kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
     assert "Changes already tried (propose a different one): tuning candidates=99" in \
         model.calls[0]["messages"][-1]["content"]
+
+
+def test_a_proposal_tried_in_a_recent_round_is_asked_again_then_refused_unpractised(kernel):
+    """ALFRED is asked once more (sampled) when it repeats a tried change, and a change
+    it repeats all the same is refused before any practice."""
+    loses = {"kind": "tuning", "target": "candidates", "value": 1, "why": "w"}
+    kernel.kernel.psm.models = ScriptedModel(plan=loses, methods=[RIGHT, WRONG])   # current passes, proposed fails
+    first = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    assert first["adopted"] is False and "did not improve" in first["outcome"], first
+    model = ScriptedModel(plan=loses, methods=[])
+    kernel.kernel.psm.models = model
+    again = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    assert again["adopted"] is False and "already tried" in again["outcome"] and "scores" not in again
+    assert [c["temperature"] for c in model.calls] == [None, 0.9]      # greedy, then sampled
