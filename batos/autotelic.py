@@ -364,6 +364,8 @@ class Autotelic:
                 raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
             if not isinstance(raw, dict) or _key(raw) not in seen:
                 break
+        if not isinstance(raw, dict):
+            raise BadProposal(f"ALFRED's answer was not one change: {json.dumps(raw)[:200]}")
         try:
             proposal = check_proposal(raw)
         except BadProposal as exc:
