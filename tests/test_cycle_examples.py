@@ -32,6 +32,13 @@ DOUBLE = code('def double(self, n):\n    """Twice n."""\n    return n * 2\n')
 DOUBLE_BROKEN = code('def double(self, n):\n    """Twice n."""\n    return n + 2\n')
 
 
+def pusher(selector: str = "push_item", slot: str = "stack", pushed: str = "item") -> str:
+    """A method that keeps a list in ``slot``, creating it first, and returns its length."""
+    return code(f'def {selector}(self, item):\n    """Push."""\n    if not hasattr(self, "{slot}"):\n'
+                f'        self.{slot} = []\n    self.{slot}.append({pushed})\n    self._p_changed = True\n'
+                f'    return len(self.{slot})\n')
+
+
 @pytest.fixture
 def kernel(tmp_path):
     k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
@@ -235,10 +242,7 @@ def test_a_stateful_method_that_never_creates_its_slot_is_repaired(kernel):
     call on a fresh object, named before it runs."""
     lazy = code('def push_item(self, item):\n    """Push."""\n    self.stack.append(item)\n'
                 '    self._p_changed = True\n    return len(self.stack)\n')
-    right = code('def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "stack"):\n'
-                 '        self.stack = []\n    self.stack.append(item)\n    self._p_changed = True\n'
-                 '    return len(self.stack)\n')
-    model = ScriptedModel(plan={"queries": ["stack"], "examples": []}, methods=[lazy, right])
+    model = ScriptedModel(plan={"queries": ["stack"], "examples": []}, methods=[lazy, pusher()])
     result = cycle(kernel, model, MissionBrief(selector="push_item", args=["item"],
                                                intent="push the item onto a stack kept on this object"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
@@ -290,10 +294,7 @@ def test_brick_examples_quoted_or_cut_off_are_still_read(kernel):
 
 def test_a_stateful_mission_is_shown_only_the_slots_it_relates_to(kernel):
     run = kernel.loop.run_until_complete
-    run(kernel.kernel.install("genesis_obj", "push_item",
-                              'def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "stack"):\n'
-                              '        self.stack = []\n    self.stack.append(item)\n    self._p_changed = True\n'
-                              '    return len(self.stack)\n'))
+    run(kernel.kernel.install("genesis_obj", "push_item", pusher().removeprefix("```python\n").removesuffix("```")))
     assert kernel.send("genesis_obj", "push_item", "a") == 1
     record = code('def record_score(self, score):\n    """Average so far."""\n'
                   '    if not hasattr(self, "scores"):\n        self.scores = []\n    self.scores.append(score)\n'
@@ -317,10 +318,7 @@ def test_a_stateful_mission_is_shown_only_the_slots_it_relates_to(kernel):
 def test_data_kept_under_a_private_name_is_renamed_not_refused(kernel):
     """``self._stack`` is refused by the sandbox; the kernel renames it (and the
     ``hasattr`` string) to ``stack`` rather than spending a repair on it."""
-    private = code('def push_item(self, item):\n    """Push."""\n    if not hasattr(self, "_stack"):\n'
-                   '        self._stack = []\n    self._stack.append(item)\n    self._p_changed = True\n'
-                   '    return len(self._stack)\n')
-    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[private])
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[pusher(slot="_stack")])
     result = cycle(kernel, model, MissionBrief(selector="push_item", args=["item"],
                                                intent="push the item onto a stack kept on this object"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
@@ -348,13 +346,8 @@ def test_a_stateful_missions_repeated_calls_are_kept_in_order(kernel):
 def test_a_repair_is_shown_the_method_as_the_kernel_checked_it(kernel):
     """The findings' line numbers are those of the source after the kernel's own fixes
     (here ``self._items`` renamed), so that is the answer the repair conversation shows."""
-    broken = code('def add_item(self, item):\n    """Add."""\n    if not hasattr(self, "_items"):\n'
-                  '        self._items = []\n    self._items.append(normalize(item))\n    self._p_changed = True\n'
-                  '    return len(self._items)\n')
-    right = code('def add_item(self, item):\n    """Add."""\n    if not hasattr(self, "items"):\n'
-                 '        self.items = []\n    self.items.append(item)\n    self._p_changed = True\n'
-                 '    return len(self.items)\n')
-    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[broken, right])
+    broken = pusher("add_item", "_items", "normalize(item)")
+    model = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[broken, pusher("add_item", "items")])
     result = cycle(kernel, model, MissionBrief(selector="add_item", args=["item"],
                                                intent="add the item to a list kept on this object"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result

@@ -87,7 +87,11 @@ def zeo(tmp_path):
 @pytest.fixture(scope="module")
 def pg_cluster():
     if pg_bindir() is None:
-        pytest.skip(PG_MISSING)
+        # a missing server is a failure, not a quiet skip, unless the developer turned
+        # these tests off knowingly
+        if os.environ.get("BATOS_TEST_WITHOUT_POSTGRES") == "1":
+            pytest.skip("PostgreSQL tests turned off by BATOS_TEST_WITHOUT_POSTGRES=1")
+        pytest.fail(PG_MISSING + " (or set BATOS_TEST_WITHOUT_POSTGRES=1 to leave these tests out)")
     cluster = PostgresCluster().start()
     yield cluster
     cluster.stop()
