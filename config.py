@@ -92,7 +92,7 @@ class Settings:
     METHOD_TIMEOUT_S: float = 5.0
     CYCLE_TIMEOUT_S: float = 600.0
     CYCLE_RETRIES: int = 1          # a failed attempt is fed back this many times
-    CYCLE_CANDIDATES: int = 2       # candidates compared (by agreement) once the first fails an example
+    CYCLE_CANDIDATES: int = 4       # candidates compared (by agreement) once the first fails an example
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     SKILL_MIN_COSINE: float = 0.7   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more

@@ -116,9 +116,13 @@ def analyze(events: list[dict]) -> dict:
     ends = [e for e in events if e.get("event") == "cycle_end" and not e.get("practice")]
     steps = [e for e in events if e.get("event") == "state" and not e.get("practice")]
     per_state: dict[str, list[float]] = collections.defaultdict(list)
+    tokens: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for e in steps:
         if isinstance(e.get("duration_s"), (int, float)):
             per_state[str(e.get("state"))].append(float(e["duration_s"]))
+        for field in ("prompt_tokens", "completion_tokens", "llm_s"):
+            if isinstance(e.get(field), (int, float)):
+                tokens[str(e.get("state"))][field].append(float(e[field]))
     failed = [e for e in ends if e.get("state") == "FAILED"]
     scores = [e["cem"]["score"] for e in ends if isinstance(e.get("cem"), dict)]
     return {
@@ -128,6 +132,9 @@ def analyze(events: list[dict]) -> dict:
         "failure_phases": dict(collections.Counter(str(e.get("phase")) for e in failed)),
         "recent_failures": [f"{e.get('selector')}: {str(e.get('reason'))[:200]}" for e in failed[-5:]],
         "mean_state_s": {k: round(statistics.fmean(v), 2) for k, v in per_state.items()},
+        # where a state's time goes: the prompt it reads, the answer it writes, the model's seconds
+        "mean_model_use": {state: {f: round(statistics.fmean(v), 1) for f, v in fields.items()}
+                           for state, fields in tokens.items()},
         "mean_attempts": round(statistics.fmean(e.get("attempts") or 1 for e in ends), 2) if ends else None,
         "mean_cem": round(statistics.fmean(scores), 3) if scores else None,
     }
@@ -343,6 +350,7 @@ class Autotelic:
                       + "\n") if tried else ""
         prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
                   f"or finish faster. The record:\n{json.dumps(analysis, indent=1)[:3000]}\n\n"
+                  f"The configuration now: {json.dumps(self.configuration())}\n"
                   f"Propose exactly one change from this menu:\n{menu}\n{tried_line}"
                   "Prefer a change that answers the most common failure. Answer in JSON with kind, "
                   "target, value and why.")
@@ -377,6 +385,30 @@ class Autotelic:
             exc.raw = raw
             raise exc
         return proposal
+
+    def configuration(self) -> dict:
+        """What the menu's changes would change, as it is now: the tunables of the state
+        machine object, the tuned states' token budgets and the number of rules each adds."""
+        from batos.psm import CONTEXT_CHARS, SKILLS_SHOWN
+        defaults = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
+                    "skills_shown": SKILLS_SHOWN}
+        out: dict[str, Any] = {}
+        with self.kernel.image.reading() as s:
+            objects = s.root["objects"]
+            machine = objects.get("psm_obj")
+            for name, (kind, low, high) in TUNABLES.items():
+                value = machine._slots.get(name) if machine is not None else None
+                out[name] = value if isinstance(value, kind) and low <= value <= high else defaults.get(name)
+            for state in TUNED_STATES:
+                obj = objects.get(state_oid(state))
+                if obj is None:
+                    continue
+                budget = obj._slots.get("max_tokens")
+                setting = obj._slots.get("max_tokens_setting")
+                if budget is None and setting:
+                    budget = getattr(self.settings, str(setting), None)
+                out[f"{state} max_tokens"] = budget
+        return out
 
     def practice_suite(self) -> list[MissionBrief]:
         """The latest verified missions: completed cycles whose method still keeps examples."""

@@ -26,6 +26,7 @@ PROPOSAL = {"kind": "tuning", "target": "candidates", "value": 3, "why": "test"}
 def kernel(tmp_path):
     k = InProcessKernel(config.load({
         "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "2",    # the scripts below count one sampled candidate
         "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_IDLE_S": "0.2", "BATOS_AUTOTELIC_PRACTICE": "1"}))
     # one verified mission to practise on: double, with its examples kept
     k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=[RIGHT])
@@ -264,3 +265,28 @@ def test_a_proposal_tried_in_a_recent_round_is_asked_again_then_refused_unpracti
     again = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
     assert again["adopted"] is False and "already tried" in again["outcome"] and "scores" not in again
     assert [c["temperature"] for c in model.calls] == [None, 0.9]      # greedy, then sampled
+
+
+def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(kernel, tmp_path):
+    """The proposal prompt names the current value of everything the menu changes (the
+    defaults, then an adopted value), and the record read back gives each state's mean
+    prompt and answer tokens and model seconds."""
+    a = kernel.kernel.autotelic
+    settings = kernel.kernel.settings
+    now = a.configuration()
+    assert now["candidates"] == settings.CYCLE_CANDIDATES and now["skills_shown"] == 2
+    assert now["SYNTHESIZING max_tokens"] == settings.METHOD_MAX_TOKENS
+    assert now["DECOMPOSING max_tokens"] == settings.PLAN_MAX_TOKENS
+    assert round_(kernel, {"kind": "tuning", "target": "skills_shown", "value": 0, "why": "w"},
+                  methods=[WRONG, WRONG, RIGHT])["adopted"] is True
+    assert a.configuration()["skills_shown"] == 0
+    model = ScriptedModel(plan={"kind": "max_tokens", "target": "DECOMPOSING", "value": 96, "why": "w"},
+                          methods=[RIGHT, RIGHT])
+    kernel.kernel.psm.models = model
+    kernel.loop.run_until_complete(a.run_round())
+    asked = model.calls[0]["messages"][-1]["content"]
+    assert '"skills_shown": 0' in asked and f'"candidates": {settings.CYCLE_CANDIDATES}' in asked
+    use = autotelic.analyze(autotelic.read_events(tmp_path / "metacognition.jsonl"))["mean_model_use"]
+    # the fixture's one Architect cycle asked SYNTHESIZING once: its figures are read back
+    assert use["SYNTHESIZING"]["prompt_tokens"] > 0 and "completion_tokens" in use["SYNTHESIZING"]
+    assert '"mean_model_use"' in asked

@@ -232,7 +232,8 @@ def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
     model = ScriptedModel(plan={"queries": ["half"], "examples": [{"args": [3.0], "expected": 1.5}]},
                           methods=[halve_raises.replace("halve", "halve2")] * 3)
     kernel.kernel.settings = kernel.kernel.psm.settings = config.load({
-        "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0"})
+        "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "3"})
     result = cycle(kernel, model, MissionBrief(selector="halve2", args=["n"], intent="half of n"))
     assert result["state"] == "COMPLETE" and result["examples"][0]["error"], result
 

@@ -196,17 +196,19 @@ def bench_missions(k: KernelProcess) -> dict:
     return {f"missions_{key}": v for key, v in out.items()}
 
 
-def bench_missions_hard(only: list[str] | None = None, keep: str | None = None) -> dict:
+def bench_missions_hard(only: list[str] | None = None, keep: str | None = None,
+                        settings: dict | None = None) -> dict:
     """tests/missions_hard.py through real cycles on a fresh image (memory and codex on).
     ``only``: just these selectors (and the missions their siblings need); ``keep``: run
-    in this directory and leave it (its metacognition.jsonl says why each cycle went as it did)."""
+    in this directory and leave it (its metacognition.jsonl says why each cycle went as it did);
+    ``settings``: BATOS_* settings for the kernel (a lever measured against the defaults)."""
     from tests.missions_hard import MISSIONS, needed, run_missions, summary
     missions = needed(only) if only else MISSIONS
     with tempfile.TemporaryDirectory(prefix="batos-bench-hard-") as tmp:
         home = Path(keep) if keep else Path(tmp) / "home"
         if keep and home.exists() and any(home.iterdir()):
             raise SystemExit(f"--keep {keep}: the directory is not empty")
-        k = KernelProcess(home, {"BATOS_MEMORY_ENABLED": "1"})
+        k = KernelProcess(home, {"BATOS_MEMORY_ENABLED": "1", **(settings or {})})
         k.start(wait_s=60)
         try:
             k.wait_events(lambda ev: any(e["event"] == "codex_ingested" for e in ev), 180)
@@ -374,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="--missions-hard: only these comma-separated selectors (with the missions they build on)")
     ap.add_argument("--keep", default=None,
                     help="--missions-hard: run the kernel in this (new or empty) directory and keep it")
+    ap.add_argument("--set", action="append", default=[], metavar="BATOS_NAME=VALUE",
+                    help="--missions-hard: a setting for the kernel (repeatable), to measure a lever")
     ap.add_argument("--flywheel", action="store_true",
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
@@ -386,7 +390,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
     if args.missions_hard:
-        result = bench_missions_hard([x for x in args.only.split(",") if x], args.keep)
+        settings = {}
+        for item in args.set:
+            name, eq, value = item.partition("=")
+            if not eq or not name.startswith("BATOS_"):
+                raise SystemExit(f"--set {item}: expected BATOS_NAME=VALUE")
+            settings[name] = value
+        result = bench_missions_hard([x for x in args.only.split(",") if x], args.keep, settings)
         print(json.dumps(result))
         return 0
     if args.ablation:
