@@ -69,14 +69,16 @@ class ParserModelUnavailable(Exception):
     """No parser model can be loaded; the message says what to do."""
 
 
-_ARROW = re.compile(r"(?:^|[\s:;(,])(?P<lhs>[^;]+?)\s*(?:->|=>|→|gives|should (?:give|return)|returns)\s*"
+_ARROW = re.compile(r"(?:^|[\s:;(,])(?P<lhs>[^;]+?)\s*(?:->|=>|→|==|gives(?: back)?|should (?:give|return|be)|returns|"
+                    r"becomes|(?:turns )?back (?:in)?to|equals)\s*"
                     r"(?P<rhs>'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\{[^}]*\}|\([^)]*\)|[-+]?\d[\w.]*|True|False|None)",
                     re.I)
 
 
 def extract_examples(utterance: str, n_params: int | None = None) -> list[list]:
-    """``[[args, expected], ...]`` the Architect's words state, such as "'aaab' -> 'a3b1'" or
-    "[1, 2] gives 3" (values are Python literals; the arguments are what precedes the arrow,
+    """``[[args, expected], ...]`` the Architect's words state, such as "'aaab' -> 'a3b1'",
+    "[1, 2] gives 3", "f(4) == 'IV'" or "decode 'a3b1' back to 'aaab'" (values are Python
+    literals; the arguments are what precedes the arrow,
     after any call's opening parenthesis).  Only what parses exactly is taken."""
     import ast
     found = []

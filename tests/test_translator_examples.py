@@ -15,6 +15,10 @@ from client.translator import extract_examples
     ("make a method that reverses words", 1, []),
     ("add 2, 3 gives 5", 1, []),                       # two arguments for a one-parameter method
     ("'unterminated -> 'x'", 1, []),
+    ("decode a run-length string like 'a3b1' back to 'aaab'", 1, [[["a3b1"], "aaab"]]),
+    ("to_roman(1994) == 'MCMXCIV'; 'x' becomes 'X'", 1, [[[1994], "MCMXCIV"], [["x"], "X"]]),
+    ("parse it: '1h' should be 3600, '2m' equals 120", 1, [[["1h"], 3600], [["2m"], 120]]),
+    ("turn a duration into seconds", 1, []),          # words only: nothing to take
 ])
 def test_examples_in_the_words_are_extracted_exactly(words, n, expected):
     found = extract_examples(words, n)
