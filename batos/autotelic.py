@@ -411,6 +411,40 @@ class Autotelic:
         return out
 
     def practice_suite(self) -> list[MissionBrief]:
+        """What a proposal is practised on (``AUTOTELIC_PRACTICE`` missions): the latest
+        missions that failed on the Architect's own examples and have not been solved
+        since (at most half the suite, and at least one when there is one: a change that
+        makes one pass wins on the pass count), then the latest verified missions
+        (completed cycles whose method still keeps examples)."""
+        n = self.settings.AUTOTELIC_PRACTICE
+        verified = self.verified_missions(n)
+        unsolved = self.unsolved_missions(n)
+        room = max(1, n // 2) if n > 1 else 0
+        take = min(len(unsolved), max(room, n - len(verified)))
+        return verified[:n - take] + unsolved[:take]
+
+    def unsolved_missions(self, limit: int) -> list[MissionBrief]:
+        """The latest Architect's missions (not practice ones) whose last cycle FAILED with
+        the Architect's examples in its brief, newest first."""
+        last: dict[tuple[str, str], dict] = {}
+        for e in read_events(self.settings.log_path):
+            if e.get("event") == "cycle_end" and not e.get("practice") and e.get("target") == "genesis_obj":
+                last[(str(e.get("target")), str(e.get("selector")))] = e
+        out: list[MissionBrief] = []
+        for e in sorted(last.values(), key=lambda e: -float(e.get("ts") or 0)):
+            if e.get("state") != "FAILED" or not isinstance(e.get("mission"), dict):
+                continue
+            try:
+                mission = MissionBrief.model_validate(e["mission"])
+            except Exception:
+                continue
+            if mission.examples:
+                out.append(mission)
+            if len(out) >= limit:
+                break
+        return out
+
+    def verified_missions(self, limit: int) -> list[MissionBrief]:
         """The latest verified missions: completed cycles whose method still keeps examples."""
         out: list[MissionBrief] = []
         seen: set[tuple[str, str]] = set()
@@ -432,7 +466,7 @@ class Autotelic:
                 except Exception:
                     continue
                 out.append(mission)
-                if len(out) >= self.settings.AUTOTELIC_PRACTICE:
+                if len(out) >= limit:
                     break
         return out
 
@@ -576,11 +610,11 @@ MIN_SAVING_S = 1.0    # ... and at least this much faster (a difference below is
 
 
 def wins(proposed: dict, current: dict, min_speedup: float) -> bool:
-    """More missions pass, or as many pass and the median cycle is ``min_speedup`` (and at
-    least MIN_SAVING_S) faster."""
+    """More missions pass, or as many (and more than none) pass and the median cycle is
+    ``min_speedup`` (and at least MIN_SAVING_S) faster: failing sooner is no gain."""
     if proposed["passed"] != current["passed"]:
         return proposed["passed"] > current["passed"]
-    return (proposed["median_s"] < (1 - min_speedup) * current["median_s"]
+    return (proposed["passed"] > 0 and proposed["median_s"] < (1 - min_speedup) * current["median_s"]
             and current["median_s"] - proposed["median_s"] >= MIN_SAVING_S)
 
 

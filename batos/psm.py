@@ -460,11 +460,16 @@ class PrototypalStateMachine:
         self._end(cycle, failed, None)
         result = cycle.result(reason, phase)
         result.cem = self._cem(cycle, False)
-        self.emit({"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED", "cem": result.cem,
-                   "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
-                   "ts": time.time(), "duration_s": result.duration_s, "reason": reason, "phase": phase,
-                   "attempts": cycle.attempts, "artifact": cycle.artifact,
-                   "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]})
+        event = {"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED", "cem": result.cem,
+                 "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
+                 "ts": time.time(), "duration_s": result.duration_s, "reason": reason, "phase": phase,
+                 "attempts": cycle.attempts, "artifact": cycle.artifact,
+                 "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]}
+        if isinstance(cycle.mission, MissionBrief) and cycle.mission.examples:
+            # the Architect's examples are a yardstick even for a mission no cycle has
+            # solved yet: the self-tuning loop practises on it (batos/autotelic.py)
+            event["mission"] = cycle.mission.model_dump(mode="json")
+        self.emit(event)
         return result
 
     def _next(self, cycle: CognitiveCycle, state: str) -> str:

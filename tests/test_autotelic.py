@@ -3,6 +3,7 @@ a proposal adopted when it wins and refused when it loses, revert, and evaluatio
 write nothing to the Living Image.  ScriptedModel stands in for the LLM (a scripted
 answer per call); the kernel, its image, DemoStorage scratch copies and the sandbox are
 real."""
+import asyncio
 import json
 import threading
 import time
@@ -172,6 +173,7 @@ def tiny_kernel(tmp_path):
     k = InProcessKernel(config.load({
         "BATOS_HOME": str(tmp_path / "home"), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
         "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "1", "BATOS_PERSONA_MODELS": personas,
+        "BATOS_CYCLE_CANDIDATES": "2",
         "BATOS_METHOD_MAX_TOKENS": "24", "BATOS_PLAN_MAX_TOKENS": "16"}))
     real = k.kernel.psm.models
     k.kernel.psm.models = ScriptedModel(plan={"queries": ["x"], "examples": []}, methods=[
@@ -290,3 +292,60 @@ def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(k
     # the fixture's one Architect cycle asked SYNTHESIZING once: its figures are read back
     assert use["SYNTHESIZING"]["prompt_tokens"] > 0 and "completion_tokens" in use["SYNTHESIZING"]
     assert '"mean_model_use"' in asked
+
+
+TRIPLE_RIGHT = '```python\ndef triple(self, n):\n    """Three times n."""\n    return n * 3\n```'
+TRIPLE_WRONG = '```python\ndef triple(self, n):\n    """Three times n."""\n    return n + 3\n```'
+
+
+def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_change_that_solves_it_wins(tmp_path):
+    """The practice suite is not only missions that already pass: the latest one that
+    FAILED on the Architect's own examples is in it until a cycle solves it, so a change
+    can win on the pass count."""
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "2", "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "2"}))
+    try:
+        def teach(selector, methods, intent):
+            k.kernel.psm.models = ScriptedModel(plan={"queries": [selector], "examples": []}, methods=methods)
+            brief = MissionBrief(selector=selector, args=["n"], intent=intent,
+                                 examples=[[[2], 4 if selector == "double" else 6]])
+            return k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"]
+
+        assert teach("double", [RIGHT], "return twice n") == "COMPLETE"
+        assert teach("triple", [TRIPLE_WRONG, TRIPLE_WRONG], "return three times n") == "FAILED"
+        a = k.kernel.autotelic
+        deadline = time.monotonic() + 10     # the log is written asynchronously
+        while not a.unsolved_missions(2) and time.monotonic() < deadline:
+            k.loop.run_until_complete(asyncio.sleep(0.05))
+        suite = a.practice_suite()
+        assert [m.selector for m in suite] == ["double", "triple"], suite
+        assert suite[1].examples == [[[2], 6]] and suite[1].intent == "return three times n"
+        # ABBA: double (current, proposed), then triple (proposed, current); only the
+        # proposed configuration's triple passes
+        k.kernel.psm.models = ScriptedModel(plan={"queries": ["x"], "examples": []},
+                                            methods=[RIGHT, RIGHT, TRIPLE_RIGHT, TRIPLE_WRONG, TRIPLE_WRONG])
+        record = k.loop.run_until_complete(a.run_round({"kind": "tuning", "target": "skills_shown",
+                                                         "value": 0, "why": "w"}))
+        assert record["practice"] == ["double", "triple"]
+        assert record["scores"]["current"]["passed"] == 1 and record["scores"]["proposed"]["passed"] == 2
+        assert record["adopted"] is True, record
+        # solved by a later cycle: no longer practised as unsolved
+        assert teach("triple", [TRIPLE_RIGHT], "return three times n") == "COMPLETE"
+        deadline = time.monotonic() + 10
+        while a.unsolved_missions(2) and time.monotonic() < deadline:
+            k.loop.run_until_complete(asyncio.sleep(0.05))
+        assert a.unsolved_missions(2) == []
+        assert sorted(m.selector for m in a.practice_suite()) == ["double", "triple"]
+    finally:
+        k.close()
+
+
+def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
+    score = lambda passed, median: {"passed": passed, "missions": 3, "median_s": median}   # noqa: E731
+    assert autotelic.wins(score(2, 30.0), score(1, 10.0), 0.15)          # more pass, though slower
+    assert not autotelic.wins(score(1, 5.0), score(2, 30.0), 0.15)       # fewer pass, though faster
+    assert autotelic.wins(score(2, 10.0), score(2, 15.0), 0.15)          # as many, 33 % faster
+    assert not autotelic.wins(score(2, 13.5), score(2, 15.0), 0.15)      # 10 %: within the margin
+    assert not autotelic.wins(score(2, 1.0), score(2, 1.5), 0.15)        # 33 % but 0.5 s: noise
+    assert not autotelic.wins(score(0, 10.0), score(0, 30.0), 0.15)      # failing sooner is no gain
