@@ -388,7 +388,7 @@ class Autotelic:
 
     def configuration(self) -> dict:
         """What the menu's changes would change, as it is now: the tunables of the state
-        machine object, the tuned states' token budgets and the number of rules each adds."""
+        machine object and the tuned states' token budgets."""
         from batos.psm import CONTEXT_CHARS, SKILLS_SHOWN
         defaults = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
                     "skills_shown": SKILLS_SHOWN}
