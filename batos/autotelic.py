@@ -417,8 +417,10 @@ class Autotelic:
         makes one pass wins on the pass count), then the latest verified missions
         (completed cycles whose method still keeps examples)."""
         n = self.settings.AUTOTELIC_PRACTICE
-        verified = self.verified_missions(n)
         unsolved = self.unsolved_missions(n)
+        # a method installed once, whose later cycle failed: practised as the unsolved one
+        names = {m.selector for m in unsolved}
+        verified = [m for m in self.verified_missions(n + len(names)) if m.selector not in names]
         room = max(1, n // 2) if n > 1 else 0
         take = min(len(unsolved), max(room, n - len(verified)))
         return verified[:n - take] + unsolved[:take]

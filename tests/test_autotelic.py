@@ -4,6 +4,7 @@ write nothing to the Living Image.  ScriptedModel stands in for the LLM (a scrip
 answer per call); the kernel, its image, DemoStorage scratch copies and the sandbox are
 real."""
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -337,6 +338,15 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
             k.loop.run_until_complete(asyncio.sleep(0.05))
         assert a.unsolved_missions(2) == []
         assert sorted(m.selector for m in a.practice_suite()) == ["double", "triple"]
+        # a verified method whose later cycle failed is practised once: as the unsolved one
+        off = RIGHT.replace("n * 2", "n - 1")
+        assert teach("double", [off, off], "return twice n") == "FAILED"
+        deadline = time.monotonic() + 10
+        while not a.unsolved_missions(2) and time.monotonic() < deadline:
+            k.loop.run_until_complete(asyncio.sleep(0.05))
+        assert [m.selector for m in a.practice_suite()] == ["triple", "double"]
+        a.settings = dataclasses.replace(a.settings, AUTOTELIC_PRACTICE=3)    # room for both lists
+        assert [m.selector for m in a.practice_suite()] == ["triple", "double"]
     finally:
         k.close()
 
