@@ -413,8 +413,9 @@ class Autotelic:
     def practice_suite(self) -> list[MissionBrief]:
         """What a proposal is practised on (``AUTOTELIC_PRACTICE`` missions): the latest
         missions that failed on the Architect's own examples and have not been solved
-        since (at most half the suite, and at least one when there is one: a change that
-        makes one pass wins on the pass count), then the latest verified missions
+        since (at most half the suite, and one at least in a suite of two or more: a
+        change that makes one pass wins on the pass count; a one-mission suite takes
+        one only when nothing is verified), then the latest verified missions
         (completed cycles whose method still keeps examples)."""
         n = self.settings.AUTOTELIC_PRACTICE
         unsolved = self.unsolved_missions(n)
