@@ -45,7 +45,7 @@ from persistent.mapping import PersistentMapping
 from batos.genesis import PERSONA_PROTOTYPES, state_oid
 from batos.image import Image
 from batos.protocol import MissionBrief
-from batos.psm import TUNABLES, PrototypalStateMachine
+from batos.psm import CONTEXT_CHARS, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine, token_budget, tunables
 
 if TYPE_CHECKING:
     from batos.kernel import Kernel
@@ -290,14 +290,15 @@ class Autotelic:
         t0 = time.monotonic()
         workdir = tempfile.TemporaryDirectory(prefix="batos-round-")
         try:
-            analysis = analyze(read_events(self.settings.log_path))
+            events = read_events(self.settings.log_path)     # read once: the analysis, the suite, the tried list
+            analysis = analyze(events)
             record["analysis"] = analysis
-            suite = self.practice_suite()
+            suite = self.practice_suite(events)
             record["practice"] = [m.selector for m in suite]
             if not suite:      # nothing to judge a proposal by: ALFRED is not asked for one
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
-            proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel)
+            proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel, events)
             record["proposal"] = proposal
             self._check_not_current(proposal)
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
@@ -334,13 +335,13 @@ class Autotelic:
         log.info("autotelic: round %s: %s", record["id"], record.get("outcome"))
         return record
 
-    def _propose(self, analysis: dict, cancel: threading.Event) -> dict:
+    def _propose(self, analysis: dict, cancel: threading.Event, events: list[dict]) -> dict:
         """ALFRED's one change, from the analysis (grammar-constrained JSON)."""
         k = self.kernel
         with k.image.reading() as s:
             system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
         menu = "\n".join(f"- kind {kind}: target {what}" for kind, what in MENU.items())
-        rounds = {e.get("id"): e for e in read_events(self.settings.log_path) if e.get("event") == "adaptation"}
+        rounds = {e.get("id"): e for e in events if e.get("event") == "adaptation"}
         rounds.update((e["id"], e) for e in self.recent)
         tried = [e.get("proposal") or e.get("refused") for e in sorted(rounds.values(), key=lambda e: e.get("ts", 0))
                  if isinstance(e.get("proposal") or e.get("refused"), dict)
@@ -389,28 +390,19 @@ class Autotelic:
     def configuration(self) -> dict:
         """What the menu's changes would change, as it is now: the tunables of the state
         machine object and the tuned states' token budgets."""
-        from batos.psm import CONTEXT_CHARS, SKILLS_SHOWN
-        defaults = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
-                    "skills_shown": SKILLS_SHOWN}
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
+                               "skills_shown": SKILLS_SHOWN}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
-            machine = objects.get("psm_obj")
-            for name, (kind, low, high) in TUNABLES.items():
-                value = machine._slots.get(name) if machine is not None else None
-                out[name] = value if isinstance(value, kind) and low <= value <= high else defaults.get(name)
+            out.update(tunables(objects.get("psm_obj")))
             for state in TUNED_STATES:
                 obj = objects.get(state_oid(state))
-                if obj is None:
-                    continue
-                budget = obj._slots.get("max_tokens")
-                setting = obj._slots.get("max_tokens_setting")
-                if budget is None and setting:
-                    budget = getattr(self.settings, str(setting), None)
-                out[f"{state} max_tokens"] = budget
+                if obj is not None:
+                    out[f"{state} max_tokens"] = token_budget(
+                        obj._slots.get("max_tokens"), obj._slots.get("max_tokens_setting"), self.settings)
         return out
 
-    def practice_suite(self) -> list[MissionBrief]:
+    def practice_suite(self, events: Optional[list[dict]] = None) -> list[MissionBrief]:
         """What a proposal is practised on (``AUTOTELIC_PRACTICE`` missions): the latest
         missions that failed on the Architect's own examples and have not been solved
         since (at most half the suite, and one at least in a suite of two or more: a
@@ -418,7 +410,7 @@ class Autotelic:
         one only when nothing is verified), then the latest verified missions
         (completed cycles whose method still keeps examples)."""
         n = self.settings.AUTOTELIC_PRACTICE
-        unsolved = self.unsolved_missions(n)
+        unsolved = self.unsolved_missions(n, events)
         # a method installed once, whose later cycle failed: practised as the unsolved one
         names = {m.selector for m in unsolved}
         verified = [m for m in self.verified_missions(n + len(names)) if m.selector not in names]
@@ -426,11 +418,12 @@ class Autotelic:
         take = min(len(unsolved), max(room, n - len(verified)))
         return verified[:n - take] + unsolved[:take]
 
-    def unsolved_missions(self, limit: int) -> list[MissionBrief]:
+    def unsolved_missions(self, limit: int, events: Optional[list[dict]] = None) -> list[MissionBrief]:
         """The latest Architect's missions (not practice ones) whose last cycle FAILED with
-        the Architect's examples in its brief, newest first."""
+        the Architect's examples in its brief, newest first (``events``: the log's, read
+        here if not given)."""
         last: dict[tuple[str, str], dict] = {}
-        for e in read_events(self.settings.log_path):
+        for e in events if events is not None else read_events(self.settings.log_path):
             if e.get("event") == "cycle_end" and not e.get("practice") and e.get("target") == "genesis_obj":
                 last[(str(e.get("target")), str(e.get("selector")))] = e
         out: list[MissionBrief] = []

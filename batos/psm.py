@@ -506,12 +506,8 @@ class PrototypalStateMachine:
             replaced_examples = tuple((list(a), e) for a, e in getattr(replaced, "examples", None) or ()) \
                 if isinstance(replaced, Method) else ()
             machine = objects.get("psm_obj")
-            tuning: dict[str, Any] = {}
+            tuning: dict[str, Any] = tunables(machine)
             if machine is not None:
-                for name, (kind, low, high) in TUNABLES.items():
-                    value = machine._slots.get(name)
-                    if isinstance(value, kind) and low <= value <= high:
-                        tuning[name] = value
                 weights = machine._slots.get("cem_weights")
                 if weights is not None:
                     tuning["cem_weights"] = dict(weights)
@@ -525,7 +521,7 @@ class PrototypalStateMachine:
         """One model call for this step (``sampling``: ``temperature`` and ``seed`` for a
         sampled candidate); a step with several calls reports their sums."""
         conf = cycle.snapshot.states[step.state]
-        max_tokens = conf.max_tokens or getattr(self.settings, conf.max_tokens_setting or "METHOD_MAX_TOKENS")
+        max_tokens = token_budget(conf.max_tokens, conf.max_tokens_setting, self.settings)
         gen = self.models.complete(persona, messages, int(max_tokens), grammar=schema, cancel=cycle.cancel,
                                    stop_after_code=schema is None, **sampling)
         x = Exchange(persona, gen.model, sum(len(m["content"]) for m in messages),
@@ -575,6 +571,21 @@ class PrototypalStateMachine:
     def _system(self, cycle: CognitiveCycle, persona: str) -> dict:
         return {"role": "system", "content": cycle.snapshot.prompts.get(persona) or
                 f"You are {persona}, a persona of BAT OS."}
+
+
+def tunables(machine: Any) -> dict:
+    """The state machine object's tunable slots (TUNABLES) that hold a value in range."""
+    out: dict[str, Any] = {}
+    for name, (kind, low, high) in TUNABLES.items():
+        value = machine._slots.get(name) if machine is not None else None
+        if isinstance(value, kind) and low <= value <= high:
+            out[name] = value
+    return out
+
+
+def token_budget(max_tokens: Optional[int], setting: Optional[str], settings: Any) -> int:
+    """A state's token budget: its own ``max_tokens`` slot, else the setting it names."""
+    return int(max_tokens or getattr(settings, setting or "METHOD_MAX_TOKENS"))
 
 
 # ----------------------------------------------------------------- the states
