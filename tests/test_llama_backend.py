@@ -117,6 +117,37 @@ def test_the_live_context_is_reused_in_the_canonical_layout(fresh):
         live.unload()
 
 
+@pytest.mark.model
+def test_greedy_grammar_sampling_checks_the_likeliest_token_first(fresh):
+    """A greedy answer under a grammar is the one llama-cpp-python's own chain gives (the
+    grammar applied to the whole vocabulary at every step), token for token, but the
+    grammar is applied to the whole vocabulary only where it refuses the likeliest token."""
+    from llama_cpp import Llama
+    from batos.llm.llama import GreedyGrammarSampler
+    prose = [{"role": "user", "content": "Say hello to the Architect in one friendly sentence."}]
+    calls = [(plan_messages(m), PLAN) for m in MISSIONS[:3]] + [(prose, PLAN)]
+    fresh.load()
+    llm = fresh._llm
+    ours = []
+    for messages, kw in calls:
+        ours.append(fresh_answer(fresh, messages, **kw))
+        assert isinstance(llm._sampler, GreedyGrammarSampler)
+        assert llm._sampler.tokens > 0
+        if messages is prose:       # the model wants prose: the grammar refuses its first word
+            assert 0 < llm._sampler.full_passes < llm._sampler.tokens
+    llm._init_sampler = lambda *a, **k: Llama._init_sampler(llm, *a, **k)   # the chain's way
+    try:
+        theirs = [fresh_answer(fresh, messages, **kw) for messages, kw in calls]
+        assert not isinstance(llm._sampler, GreedyGrammarSampler)
+    finally:
+        del llm._init_sampler
+    assert ours == theirs
+    assert all(t.lstrip().startswith("{") for t in ours)
+    # sampled answers under a grammar keep llama-cpp-python's chain
+    fresh.chat(calls[0][0], temperature=0.7, seed=3, **PLAN)
+    assert not isinstance(llm._sampler, GreedyGrammarSampler)
+
+
 TALKATIVE = [{"role": "user", "content": "Write a Python function to_upper(self, text) that returns the "
               "text in upper case, in a ```python block, then explain it in two sentences."}]
 

@@ -1,6 +1,6 @@
 """The llama.cpp backend: one long-lived ``Llama`` per model file, used under a lock.
 
-Two levers make generation cheaper without changing a greedy answer (measured side by
+Three levers make generation cheaper without changing a greedy answer (measured side by
 side by ``tests/bench/llm_levers.py``):
 
 * **prefix states** (on by default, ``LlamaBackend(prefix_cache_bytes=...)``):
@@ -17,6 +17,11 @@ side by ``tests/bench/llm_levers.py``):
   (``chat(stop_after_code=True)``): the answer ends as soon as its first fenced code
   block closes, the closing fence kept, instead of decoding the end-of-turn token or
   the prose a model may add after the code.
+
+* **greedy grammar sampling** (``GreedyGrammarSampler``, for greedy answers under a
+  JSON grammar): the likeliest token is checked against the grammar alone, the whole
+  vocabulary only when it is refused; the same tokens, about a third less time per
+  token on this CPU.
 
 Measured and not kept: prompt-lookup decoding (llama-cpp-python's
 ``LlamaPromptLookupDecoding`` as a draft model).  On CPU a verification batch costs
@@ -183,6 +188,66 @@ class PrefixStates:
         return True
 
 
+class GreedyGrammarSampler:
+    """Greedy sampling under a grammar, as llama.cpp's own common sampler does it: the
+    most likely token is checked against the grammar alone, and only when the grammar
+    refuses it is the grammar applied to the whole vocabulary.  llama-cpp-python's chain
+    applies the grammar to every token of the vocabulary at every step (151,936 for
+    Qwen2.5: a third of a JSON answer's time on this CPU).  The token chosen is the
+    chain's (the first of the highest logits the grammar allows); the chain's neutral
+    penalties are left out, as llama.cpp skips them."""
+
+    def __init__(self, llm: Any, grammar: Any) -> None:
+        import llama_cpp
+        from llama_cpp import _internals
+        self._lib = llama_cpp
+        self._chain = _internals.LlamaSampler()      # the grammar alone; accepts each token
+        self._chain.add_grammar(llm._model, grammar)
+        self._grammar = llama_cpp.llama_sampler_chain_get(self._chain.sampler, 0)
+        self._n_vocab = llm.n_vocab()
+        self._one = (llama_cpp.llama_token_data * 1)()
+        self._all: Any = None
+        self.full_passes = self.tokens = 0
+
+    def _apply(self, data: Any, size: int) -> None:
+        lib = self._lib
+        arr = lib.llama_token_data_array(data=data, size=size, selected=-1, sorted=False)
+        lib.llama_sampler_apply(self._grammar, ctypes.byref(arr))
+
+    def sample(self, ctx: Any, idx: int = -1) -> int:
+        import numpy as np
+        lib = self._lib
+        logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx.ctx, idx), shape=(self._n_vocab,))
+        token = int(np.argmax(logits))
+        self._one[0].id, self._one[0].logit, self._one[0].p = token, float(logits[token]), 0.0
+        self._apply(self._one, 1)
+        self.tokens += 1
+        if not np.isfinite(self._one[0].logit):       # refused: the grammar on the whole vocabulary
+            self.full_passes += 1
+            if self._all is None:
+                self._all = (lib.llama_token_data * self._n_vocab)()
+                self._all_np = np.ctypeslib.as_array(self._all)
+            view = self._all_np
+            view["id"] = np.arange(self._n_vocab, dtype=view["id"].dtype)
+            view["logit"] = logits
+            view["p"] = 0.0
+            self._apply(self._all, self._n_vocab)
+            token = int(np.argmax(view["logit"]))
+            if not np.isfinite(view["logit"][token]):
+                raise RuntimeError("the grammar allows no token here")
+        lib.llama_sampler_accept(self._chain.sampler, token)
+        return token
+
+    def accept(self, token: int) -> None:
+        self._lib.llama_sampler_accept(self._chain.sampler, token)
+
+    def reset(self) -> None:
+        self._lib.llama_sampler_reset(self._chain.sampler)
+
+    def close(self) -> None:
+        self._chain.close()
+
+
 _LLAMA_CLASS: Any = None
 
 
@@ -215,6 +280,16 @@ def _llama_class() -> Any:
         canonical = 0               # leading positions of the context with a canonical KV
         last_prompt: dict = {}      # the last prompt's tokens, of them reused and restored
         _prompt_eval = False        # the next eval() is a prompt's: chunked on n_batch multiples
+
+        def _init_sampler(self, *args, **kwargs):
+            params = dict(zip(("top_k", "top_p", "min_p", "typical_p", "temp", "repeat_penalty",
+                               "frequency_penalty", "presence_penalty"), args), **kwargs)
+            grammar = params.get("grammar")
+            if grammar is not None and params.get("temp", 0.8) == 0.0 and not params.get("logits_processor") \
+                    and params.get("repeat_penalty", 1.0) == 1.0 and not params.get("frequency_penalty") \
+                    and not params.get("presence_penalty") and not params.get("mirostat_mode"):
+                return GreedyGrammarSampler(self, grammar)
+            return super()._init_sampler(*args, **kwargs)
 
         def generate(self, tokens, *args, **kwargs):
             tokens = list(tokens)
