@@ -27,8 +27,11 @@ say() { printf 'puter: %s\n' "$*" >&2; }
 setup() {
     # the stamp covers requirements.txt and the llama.cpp build flags: a change to
     # either runs set-up again; a failed self-check leaves no stamp
-    local want
-    want="$( (cat "$REQ"; printf '%s' "${BATOS_LLAMA_CMAKE_ARGS:-}") | sha256sum | cut -d' ' -f1)"
+    local want base_py="${PYTHON:-python3}"
+    # the llama.cpp build this CPU gets (the AVX-512 set where the CPU has it, else x86-64-v3)
+    local build
+    build="$("$base_py" "$ROOT/tools/llama_wheel.py" choice 2>/dev/null || echo portable)"
+    want="$( (cat "$REQ"; printf '%s|%s' "${BATOS_LLAMA_CMAKE_ARGS:-}" "$build") | sha256sum | cut -d' ' -f1)"
     if [ -x "$PY" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
         return 0
     fi
@@ -42,7 +45,7 @@ setup() {
     torch_spec="$(grep -E '^torch==' "$REQ" | head -n1 | sed 's/[[:space:]]*#.*//')"
     say "step 1/5: installing $torch_spec (CPU build) before anything else"
     "$PY" -m pip install --progress-bar on "$torch_spec"
-    say "step 2/5: llama-cpp-python, built portably (flags: BATOS_LLAMA_CMAKE_ARGS, else x86-64-v3)"
+    say "step 2/5: llama-cpp-python, the $build build (flags: BATOS_LLAMA_CMAKE_ARGS, else AVX-512 where this CPU has it, else x86-64-v3; never native)"
     "$PY" "$ROOT/tools/llama_wheel.py" install
     say "step 3/5: installing the libraries"
     grep -vE '^torch==|#[[:space:]]*(no-deps|built)' "$REQ" > "$VENV/.req-main.txt"
@@ -51,9 +54,21 @@ setup() {
     grep -E '#[[:space:]]*no-deps' "$REQ" | sed 's/[[:space:]]*#.*//' > "$VENV/.req-nodeps.txt"
     "$PY" -m pip install --progress-bar on --no-deps -r "$VENV/.req-nodeps.txt"
     say "step 5/5: self-check: llama.cpp loads SmolLM2 and generates a few tokens"
+    local fell_back=""
     if ! "$PY" -m batos.doctor llama; then
-        say "setup FAILED its self-check (above); nothing is broken yet, fix the build and run ./puter.sh setup again"
-        exit 1
+        # an AVX-512 build chosen for this CPU that does not run here: the portable one instead
+        if [ -z "${BATOS_LLAMA_CMAKE_ARGS:-}" ] && [ "$build" != portable ] \
+                && "$PY" "$ROOT/tools/llama_wheel.py" refuse; then
+            say "the $build build failed its self-check here; building the portable x86-64-v3 one instead"
+            "$PY" "$ROOT/tools/llama_wheel.py" install --build portable
+            build=portable
+            want="$( (cat "$REQ"; printf '%s|%s' "" "$build") | sha256sum | cut -d' ' -f1)"
+            "$PY" -m batos.doctor llama && fell_back=1
+        fi
+        if [ -z "${fell_back:-}" ]; then
+            say "setup FAILED its self-check (above); nothing is broken yet, fix the build and run ./puter.sh setup again"
+            exit 1
+        fi
     fi
     echo "$want" > "$STAMP"
     say "setup complete"

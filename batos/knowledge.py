@@ -22,6 +22,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("batos.knowledge")
 
 
+def cycle_summary(event: dict) -> str:
+    """One cycle's record as the memory keeps it: the mission (the Architect's words), the
+    outcome, persona, model, timings, examples and score, and for a failed cycle what went
+    wrong (the lesson a later cycle on a similar mission is shown)."""
+    cem = event.get("cem") or {}
+    steps = ", ".join(f"{s.get('state')} {s.get('duration_s')}s" for s in event.get("steps") or [])
+    words = f' ("{event["intent"]}")' if event.get("intent") else ""
+    examples = (f", examples passed {event.get('examples_passed')} of {event.get('examples_run')}"
+                if event.get("examples_run") else "")
+    text = (f"Cycle {event.get('cycle_id')}: the mission {event.get('target')}.{event.get('selector')}"
+            f"{words} ended {event.get('state')} in {event.get('duration_s')}s after "
+            f"{event.get('attempts')} attempt(s), persona {event.get('persona')}, model "
+            f"{event.get('model')}{examples}, CEM {cem.get('score')}. Steps: {steps}.")
+    if event.get("state") == "FAILED":
+        text += f" Failed in {event.get('phase')}: {str(event.get('reason'))[:400]}"
+    return text
+
+
 class KnowledgeUnavailable(Exception):
     """The memory is turned off (BATOS_MEMORY_ENABLED=0)."""
 
@@ -94,13 +112,7 @@ class Knowledge:
         later cycles can retrieve lessons from earlier ones (call on the loop)."""
         if not self.enabled or self.pool is None or self.memory is None or event.get("practice"):
             return
-        cem = event.get("cem") or {}
-        steps = ", ".join(f"{s.get('state')} {s.get('duration_s')}s" for s in event.get("steps") or [])
-        text = (f"Cycle {event.get('cycle_id')}: {event.get('target')}.{event.get('selector')} ended "
-                f"{event.get('state')} in {event.get('duration_s')}s, persona {event.get('persona')}, "
-                f"attempts {event.get('attempts')}, CEM {cem.get('score')}. Steps: {steps}."
-                + (f" Failed in {event.get('phase')}: {str(event.get('reason'))[:400]}"
-                   if event.get("state") == "FAILED" else ""))
+        text = cycle_summary(event)
         source = f"cycle:{event.get('cycle_id')}"
 
         def job() -> None:

@@ -447,6 +447,7 @@ class PrototypalStateMachine:
                    "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
                    "ts": time.time(), "duration_s": result.duration_s, "artifact": cycle.artifact,
                    "attempts": cycle.attempts, "reason": result.reason, "phase": result.phase,
+                   **_end_facts(cycle),
                    "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]})
         return result
 
@@ -463,7 +464,7 @@ class PrototypalStateMachine:
         event = {"event": "cycle_end", "cycle_id": cycle.cycle_id, "state": "FAILED", "cem": result.cem,
                  "target": cycle.target_oid, "selector": cycle.selector, "persona": cycle.persona,
                  "ts": time.time(), "duration_s": result.duration_s, "reason": reason, "phase": phase,
-                 "attempts": cycle.attempts, "artifact": cycle.artifact,
+                 "attempts": cycle.attempts, "artifact": cycle.artifact, **_end_facts(cycle),
                  "steps": [{"state": r.state, "duration_s": r.duration_s} for r in cycle.steps]}
         if isinstance(cycle.mission, MissionBrief) and cycle.mission.examples:
             # the Architect's examples are a yardstick even for a mission no cycle has
@@ -571,6 +572,15 @@ class PrototypalStateMachine:
     def _system(self, cycle: CognitiveCycle, persona: str) -> dict:
         return {"role": "system", "content": cycle.snapshot.prompts.get(persona) or
                 f"You are {persona}, a persona of BAT OS."}
+
+
+def _end_facts(cycle: CognitiveCycle) -> dict:
+    """What ``cycle_end`` says of the mission besides its story: the Architect's words,
+    the model that wrote the method, and the examples the chosen candidate passed."""
+    models = [r.exchange.model for r in cycle.steps if r.exchange is not None and r.state == "SYNTHESIZING"]
+    intent = cycle.mission.intent if isinstance(cycle.mission, MissionBrief) else None
+    return {"intent": intent, "model": models[-1] if models else None,
+            "examples_passed": sum(o.passed for o in cycle.outcomes), "examples_run": len(cycle.outcomes)}
 
 
 def tunables(machine: Any) -> dict:
@@ -697,6 +707,11 @@ def _mission_text(cycle: CognitiveCycle) -> str:
     return " ".join(x for x in (cycle.selector.replace("_", " "), cycle.mission.intent or "") if x)
 
 
+def is_lesson(summary: str) -> bool:
+    """Is a cycle's record (``knowledge.cycle_summary``) one of a failed cycle?"""
+    return " Failed in " in summary
+
+
 def _similar_chunks(psm: PrototypalStateMachine, cycle: CognitiveCycle,
                     queries: Optional[list[str]]) -> list[dict]:
     """Knowledge chunks (not methods) found by ``queries`` (default: the mission's own
@@ -709,8 +724,14 @@ def _similar_chunks(psm: PrototypalStateMachine, cycle: CognitiveCycle,
     with psm.image.reading() as s:
         for query in queries or [mission]:
             for h in psm.memory.search(s.root, query, k):
-                if h["kind"] != "method" and not (cycle.pure and "_p_changed" in h["text"]):
-                    found.setdefault(h["id"], h)
+                if h["kind"] == "method" or (cycle.pure and "_p_changed" in h["text"]):
+                    continue
+                # a cycle's record is a lesson only when the cycle failed (what went wrong);
+                # a completed one's timings say nothing about the method to write (its
+                # method is in the skill library)
+                if h["kind"] == "cycle" and not is_lesson(h["text"]):
+                    continue
+                found.setdefault(h["id"], h)
     hits = list(found.values())
     if not hits:
         return []

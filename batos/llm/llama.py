@@ -67,6 +67,29 @@ def gpu_layers(setting: int) -> int:
     return -1 if llama_supports_gpu_offload() else 0
 
 
+def build_lacks(cpu: set[str] | None = None) -> list[str]:
+    """The CPU features the installed llama-cpp-python build needs (as set-up recorded them
+    beside it) that this CPU lacks: such a build dies by SIGILL at its first generation."""
+    import importlib.util
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    try:
+        marker = json.loads((Path(list(spec.submodule_search_locations)[0]) / ".batos-build.json").read_text())
+    except (OSError, ValueError):
+        return []
+    if cpu is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+        line = next((x for x in text.splitlines() if x.startswith("flags")), "")
+        cpu = set(line.split(":", 1)[1].split()) if ":" in line else set()
+    if not cpu:
+        return []
+    return [f for f in marker.get("needs", ()) if f not in cpu]
+
+
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = 0
     for x, y in zip(a, b):
@@ -387,6 +410,12 @@ class LlamaBackend:
             llama_class = _llama_class()
         except ImportError as exc:
             raise GenerationError("llama-cpp-python is not installed; run ./puter.sh setup") from exc
+        lacking = build_lacks()
+        if lacking:
+            raise GenerationError(
+                f"the installed llama-cpp-python build needs CPU features this CPU lacks "
+                f"({', '.join(lacking)}): it would die by SIGILL. Run ./puter.sh setup to build the "
+                "one for this CPU")
         t0 = time.monotonic()
         try:
             llm = llama_class(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,

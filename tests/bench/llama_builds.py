@@ -1,6 +1,6 @@
 """``./puter.sh bench --builds``: the llama.cpp builds side by side, in one run.
 
-The installed (chosen) build and an alternative, each installed by
+The installed (chosen) build and the other named one (portable beside avx512), each installed by
 ``tools/llama_wheel.py`` (the alternative into ``.venv/llama-builds/NAME`` and put
 first on ``PYTHONPATH``), measured in turns (A B A B ...) so that the machine's
 drift falls on both:
@@ -110,11 +110,14 @@ def run_probe(target: Path | None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def compare(alternative: str = "avx512", rounds: int = 2) -> dict:
-    """The installed build and ``alternative`` in turns; medians per figure."""
+def compare(alternative: str | None = None, rounds: int = 2) -> dict:
+    """The installed build and ``alternative`` (by default the other named one) in turns;
+    medians per figure."""
     sys.path.insert(0, str(ROOT / "tools"))
     import llama_wheel
     chosen = llama_wheel.installed_marker(None).get("build", "installed")
+    if alternative is None:
+        alternative = "portable" if chosen == "avx512" else "avx512"
     alt_target = install(alternative)
     runs: dict[str, list[dict]] = {chosen: [], alternative: []}
     for _ in range(rounds):
