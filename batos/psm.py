@@ -542,7 +542,9 @@ class PrototypalStateMachine:
         m = cycle.mission
         args = list(m.args) + list(m.kwargs)
         example = m.example_call or f"{cycle.selector}({', '.join(args)})"
-        methods = ", ".join(x.signature for x in cycle.snapshot.methods) or "none"
+        related = related_methods(cycle)
+        methods = ", ".join(x.signature for x in related) or (
+            "none related to this task" if cycle.snapshot.methods else "none")
         slots = ", ".join(f"{k} ({v})" for k, v in related_slots(cycle).items()) or \
             "none this method needs (keep its data in a new attribute named for what it holds)"
         if m.args or m.kwargs:
@@ -599,6 +601,18 @@ def token_budget(max_tokens: Optional[int], setting: Optional[str], settings: An
 
 
 # ----------------------------------------------------------------- the states
+
+def related_methods(cycle: CognitiveCycle) -> list:
+    """The target's methods a mission's prompts show: those its words (or its selector)
+    name, and the method it replaces.  Every method, listed, grew each prompt by a
+    hundred tokens or more on an object with dozens (about 1.5 s a call here) and
+    invited calls to unrelated ones; a method the Architect's words name (``using this
+    object's is_prime method``) is shown."""
+    text = f"{_mission_text(cycle)} {cycle.mission.example_call or ''}".lower()
+    return [m for m in cycle.snapshot.methods
+            if m.selector == cycle.selector or re.search(rf"(?<![a-z0-9_]){re.escape(m.selector.lower())}"
+                                                          rf"(?![a-z0-9_])", text)]
+
 
 def related_slots(cycle: CognitiveCycle) -> dict:
     """The target's data slots a mission may use: those its words (or its selector)

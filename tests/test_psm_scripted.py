@@ -136,3 +136,31 @@ def test_model_errors_fail_the_cycle_not_the_kernel(image):
 ])
 def test_extract_method_keeps_imports_and_the_function(answer, expected):
     assert extract_method(answer, "area") == expected
+
+
+def test_prompts_list_only_the_methods_the_mission_names(image):
+    """An object with many methods: a mission's prompts show the ones its words name (and
+    the one it replaces), not every method on the object."""
+    prime = "```python\ndef is_prime(self, n):\n    \"\"\"Primality.\"\"\"\n    return n > 1 and all(n % d for d in range(2, n))\n```"
+    for brief, method in ((BRIEF, UPPER), (MissionBrief(selector="is_prime", args=["n"]), prime)):
+        cycle, _ = run(image, ScriptedModel(methods=[method]), brief)
+        assert cycle.state == "COMPLETE", cycle.reason
+    upto = ("```python\ndef primes_up_to(self, n):\n    \"\"\"Primes.\"\"\"\n"
+            "    return [k for k in range(n + 1) if self.is_prime(k)]\n```")
+    model = ScriptedModel(methods=[upto])
+    cycle, _ = run(image, model, MissionBrief(selector="primes_up_to", args=["n"],
+                                               intent="list the primes up to n using this object's is_prime method"))
+    assert cycle.state == "COMPLETE", cycle.reason
+    def listed(call):
+        return next(line for line in call["messages"][-1]["content"].splitlines()
+                    if line.startswith("Existing methods:"))
+    for call in model.calls:                       # BRICK's plan and the method prompt
+        assert listed(call) == "Existing methods: is_prime(n)"
+    model = ScriptedModel(methods=["```python\ndef reverse_text(self, text):\n    return text[::-1]\n```"])
+    cycle, _ = run(image, model, MissionBrief(selector="reverse_text", args=["text"], intent="reverse the text"))
+    assert cycle.state == "COMPLETE", cycle.reason
+    assert listed(model.calls[-1]) == "Existing methods: none related to this task"
+    # replacing a method: the one it replaces is shown
+    model = ScriptedModel(methods=[UPPER])
+    run(image, model, MissionBrief(selector="to_upper", args=["text"], intent="upper-case, again"))
+    assert listed(model.calls[-1]).startswith("Existing methods: to_upper(")
