@@ -1,7 +1,7 @@
 """Examples: calls a method must answer so, and choosing among candidates by them.
 
 An example is ``[args, expected]``.  They come from the Architect (the mission
-brief, ``install_method``), from BRICK (DECOMPOSING proposes 2 or 3 with the research
+brief, ``install_method``), from BRICK (DECOMPOSING proposes 3 or 4 with the research
 queries), or from a method already installed (its examples run again when it is
 replaced).  The kernel runs a candidate on every example's arguments in the
 sandbox, in order, on one scratch copy of the target's slots, and hands back one

@@ -86,7 +86,7 @@ PLAN_SCHEMA = {
     "properties": {
         "queries": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 48},
                     "minItems": 1, "maxItems": 3},
-        "examples": {"type": "array", "minItems": 1, "maxItems": 3, "items": {
+        "examples": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
             "type": "object",
             # the value itself: an object here tempts the model to wrap it ({"result": ...})
             "properties": {"args": {"type": "array", "maxItems": 4},
@@ -100,7 +100,7 @@ PLAN_SCHEMA = {
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 
 ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
-ASK_EXAMPLES = ("2 or 3 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
+ASK_EXAMPLES = ("3 or 4 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
                 "the arguments (a JSON list of values of the types the method takes; numbers, lists and "
                 "booleans as JSON values, not in quotes) and the exact value it must return")
 
