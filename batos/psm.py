@@ -73,20 +73,24 @@ class ProposedExample(BaseModel):
     expected: Any = None
 
 
+MAX_QUERIES = 3           # a plan's search queries, at most
+MAX_PROPOSED = 4          # a plan's example calls, at most (the grammar and the check share it)
+
+
 class ResearchPlan(BaseModel):
     """BRICK's plan: the search queries that DELEGATING runs against the memory, and
     example calls with the results the method must give (VALIDATING runs them).  A
     plan asks only for what the cycle lacks (``plan_schema``)."""
-    queries: list[str] = Field(default_factory=list, max_length=3)
-    examples: list[ProposedExample] = Field(default_factory=list, max_length=3)
+    queries: list[str] = Field(default_factory=list, max_length=MAX_QUERIES)
+    examples: list[ProposedExample] = Field(default_factory=list, max_length=MAX_PROPOSED)
 
 
 PLAN_SCHEMA = {
     "type": "object",
     "properties": {
         "queries": {"type": "array", "items": {"type": "string", "minLength": 2, "maxLength": 48},
-                    "minItems": 1, "maxItems": 3},
-        "examples": {"type": "array", "minItems": 1, "maxItems": 4, "items": {
+                    "minItems": 1, "maxItems": MAX_QUERIES},
+        "examples": {"type": "array", "minItems": 1, "maxItems": MAX_PROPOSED, "items": {
             "type": "object",
             # the value itself: an object here tempts the model to wrap it ({"result": ...})
             "properties": {"args": {"type": "array", "maxItems": 4},

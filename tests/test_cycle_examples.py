@@ -293,6 +293,23 @@ def test_brick_examples_quoted_or_cut_off_are_still_read(kernel):
     assert 'examples-item-args ::= "[" space  "]" space' in json_schema_to_gbnf(json.dumps(plan_schema(False, True, 0)))
 
 
+def test_a_plan_with_as_many_examples_as_its_grammar_allows_is_taken_whole(kernel):
+    """The grammar and the plan's check agree: a plan the grammar lets BRICK write (here the
+    most examples it allows) is never refused afterwards as invalid."""
+    from batos.psm import MAX_PROPOSED, PLAN_SCHEMA, ResearchPlan
+    assert PLAN_SCHEMA["properties"]["examples"]["maxItems"] == MAX_PROPOSED == \
+        ResearchPlan.model_fields["examples"].metadata[0].max_length
+    years = [2000, 1900, 2024, 2023, 1600][:MAX_PROPOSED]
+    plan = {"examples": [{"args": [y], "expected": y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)}
+                         for y in years]}
+    leap = code('def is_leap(self, year):\n    """Leap year?"""\n'
+                '    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)\n')
+    model = ScriptedModel(plan=plan, methods=[leap])
+    result = cycle(kernel, model, MissionBrief(selector="is_leap", args=["year"], intent="is it a leap year"))
+    assert result["state"] == "COMPLETE", result
+    assert [e["args"][0] for e in result["examples"]] == years and all(e["passed"] for e in result["examples"])
+
+
 def test_a_stateful_mission_is_shown_only_the_slots_it_relates_to(kernel):
     run = kernel.loop.run_until_complete
     run(kernel.kernel.install("genesis_obj", "push_item", pusher().removeprefix("```python\n").removesuffix("```")))
