@@ -1210,13 +1210,14 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
-    # the first candidate fails a blocking check, raises, or misses most of BRICK's
-    # examples (which are often wrong: missing fewer is no sign): before any repair,
+    # the first candidate fails a blocking check, raises, or misses any of BRICK's
+    # examples (which are often wrong, so they never block, but a miss is a reason to
+    # compare: is_valid_email passed 3 of 4, accepting 'a@b'): before any repair,
     # sample more from the same (cached) prompt and let agreement choose
     wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
     brick = chosen.outcomes[n_trusted:]
     doubtful = not clear or any(o.error is not None for o in chosen.outcomes) or \
-        2 * sum(o.passed for o in brick) < len(brick)
+        sum(o.passed for o in brick) < len(brick)
     if not cycle.sampled and wanted > 1 and doubtful:
         cycle.sample_only = True
         step.data["sampling"] = wanted - 1

@@ -98,11 +98,14 @@ TRIPLE = code('def double(self, n):\n    """Twice n."""\n    return n * 3\n')
 def test_a_wrong_model_example_does_not_block_a_correct_candidate(kernel):
     plan = {"queries": ["double"], "examples": [{"args": [5], "expected": 10},
                                                 {"args": [3], "expected": 7}]}     # the last one is wrong
-    # it misses only the wrong example of two: no sign of a mistake, nothing is sampled
-    model = ScriptedModel(plan=plan, methods=[DOUBLE])
+    # it misses the wrong example: fresh candidates are sampled to compare, they agree
+    # with it, and the wrong example blocks nothing (no repair toward it)
+    model = ScriptedModel(plan=plan, methods=[DOUBLE] * 4)
     result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], intent="double a number"))
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
-    assert result["candidates"] == 1 and len(model.calls) == 2
+    wanted = kernel.kernel.settings.CYCLE_CANDIDATES
+    assert wanted > 1 and result["candidates"] == wanted and len(model.calls) == 1 + wanted
+    assert sum(1 for c in model.calls if c["temperature"]) == wanted - 1
     assert [e["passed"] for e in result["examples"]] == [True, False]      # reported, not blocking
     with kernel.image.reading() as s:     # the wrong example is not kept with the method
         assert s.get("genesis_obj")._slots["double"].examples == [[[5], 10]]
