@@ -41,12 +41,24 @@ setup() {
         say "creating virtual environment in .venv with $($base --version 2>&1)"
         "$base" -m venv "$VENV"
     fi
+    # the choice as the environment's own Python makes it (the same that installs it)
+    build="$("$PY" "$ROOT/tools/llama_wheel.py" choice 2>/dev/null || echo "$build")"
+    want="$( (cat "$REQ"; printf '%s|%s' "${BATOS_LLAMA_CMAKE_ARGS:-}" "$build") | sha256sum | cut -d' ' -f1)"
     local torch_spec
     torch_spec="$(grep -E '^torch==' "$REQ" | head -n1 | sed 's/[[:space:]]*#.*//')"
     say "step 1/5: installing $torch_spec (CPU build) before anything else"
     "$PY" -m pip install --progress-bar on "$torch_spec"
     say "step 2/5: llama-cpp-python, the $build build (flags: BATOS_LLAMA_CMAKE_ARGS, else AVX-512 where this CPU has it, else x86-64-v3; never native)"
-    "$PY" "$ROOT/tools/llama_wheel.py" install
+    local custom="${BATOS_LLAMA_CMAKE_ARGS:-}"
+    custom="${custom//[[:space:]]/}"
+    if ! "$PY" "$ROOT/tools/llama_wheel.py" install; then
+        # the AVX-512 build did not compile here (an older compiler): the portable one
+        if [ -n "$custom" ] || [ "$build" = portable ]; then
+            exit 1
+        fi
+        say "the $build build did not compile; building the portable x86-64-v3 one instead"
+        "$PY" "$ROOT/tools/llama_wheel.py" install --build portable
+    fi
     say "step 3/5: installing the libraries"
     grep -vE '^torch==|#[[:space:]]*(no-deps|built)' "$REQ" > "$VENV/.req-main.txt"
     "$PY" -m pip install --progress-bar on -r "$VENV/.req-main.txt"
@@ -56,14 +68,18 @@ setup() {
     say "step 5/5: self-check: llama.cpp loads SmolLM2 and generates a few tokens"
     local fell_back=""
     if ! "$PY" -m batos.doctor llama; then
-        # an AVX-512 build chosen for this CPU that does not run here: the portable one instead
-        if [ -z "${BATOS_LLAMA_CMAKE_ARGS:-}" ] && [ "$build" != portable ] \
-                && "$PY" "$ROOT/tools/llama_wheel.py" refuse; then
-            say "the $build build failed its self-check here; building the portable x86-64-v3 one instead"
+        # an AVX-512 build chosen for this CPU that does not run here: the portable one
+        # instead; only if that one passes is AVX-512 refused on this CPU for good (a
+        # failure of both says the CPU was not the cause)
+        if [ -z "$custom" ] && [ "$build" != portable ]; then
+            say "the $build build failed its self-check here; trying the portable x86-64-v3 one"
             "$PY" "$ROOT/tools/llama_wheel.py" install --build portable
-            build=portable
-            want="$( (cat "$REQ"; printf '%s|%s' "" "$build") | sha256sum | cut -d' ' -f1)"
-            "$PY" -m batos.doctor llama && fell_back=1
+            if "$PY" -m batos.doctor llama; then
+                "$PY" "$ROOT/tools/llama_wheel.py" refuse --build "$build"
+                build=portable
+                want="$( (cat "$REQ"; printf '%s|%s' "" "$build") | sha256sum | cut -d' ' -f1)"
+                fell_back=1
+            fi
         fi
         if [ -z "${fell_back:-}" ]; then
             say "setup FAILED its self-check (above); nothing is broken yet, fix the build and run ./puter.sh setup again"

@@ -113,7 +113,9 @@ class Knowledge:
         if not self.enabled or self.pool is None or self.memory is None or event.get("practice"):
             return
         text = cycle_summary(event)
-        source = f"cycle:{event.get('cycle_id')}"
+        # a failed cycle's record is a lesson later cycles are shown (batos.psm.is_lesson);
+        # it is told by its source, as a long record is split into chunks
+        source = f"cycle:{event.get('cycle_id')}" + (":failed" if event.get("state") == "FAILED" else "")
 
         def job() -> None:
             chunks, vectors = self.memory.prepare(text)

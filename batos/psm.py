@@ -725,9 +725,13 @@ def _mission_text(cycle: CognitiveCycle) -> str:
     return " ".join(x for x in (cycle.selector.replace("_", " "), cycle.mission.intent or "") if x)
 
 
-def is_lesson(summary: str) -> bool:
-    """Is a cycle's record (``knowledge.cycle_summary``) one of a failed cycle?"""
-    return " Failed in " in summary
+LESSON_SUFFIX = ":failed"     # the source of a failed cycle's record: ``cycle:<id>:failed``
+
+
+def is_lesson(hit: dict) -> bool:
+    """Is a memory hit (any chunk of it: a long record is split) part of a failed cycle's
+    record?  Told by its source, set when the record was stored (``Knowledge.record_cycle``)."""
+    return hit.get("kind") == "cycle" and str(hit.get("source", "")).endswith(LESSON_SUFFIX)
 
 
 def _similar_chunks(psm: PrototypalStateMachine, cycle: CognitiveCycle,
@@ -747,7 +751,7 @@ def _similar_chunks(psm: PrototypalStateMachine, cycle: CognitiveCycle,
                 # a cycle's record is a lesson only when the cycle failed (what went wrong);
                 # a completed one's timings say nothing about the method to write (its
                 # method is in the skill library)
-                if h["kind"] == "cycle" and not is_lesson(h["text"]):
+                if h["kind"] == "cycle" and not is_lesson(h):
                     continue
                 found.setdefault(h["id"], h)
     hits = list(found.values())

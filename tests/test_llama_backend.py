@@ -125,7 +125,10 @@ def test_greedy_grammar_sampling_checks_the_likeliest_token_first(fresh):
     from llama_cpp import Llama
     from batos.llm.llama import GreedyGrammarSampler
     prose = [{"role": "user", "content": "Say hello to the Architect in one friendly sentence."}]
-    calls = [(plan_messages(m), PLAN) for m in MISSIONS[:3]] + [(prose, PLAN)]
+    # three plans cut at the budget, the prose, and a plan given room to finish (where the
+    # grammar allows only the end of the answer)
+    calls = [(plan_messages(m), PLAN) for m in MISSIONS[:3]] + [(prose, PLAN),
+                                                               (plan_messages(MISSIONS[0]), {**PLAN, "max_tokens": 256})]
     fresh.load()
     llm = fresh._llm
     ours = []
@@ -143,6 +146,8 @@ def test_greedy_grammar_sampling_checks_the_likeliest_token_first(fresh):
         del llm._init_sampler
     assert ours == theirs
     assert all(t.lstrip().startswith("{") for t in ours)
+    import json
+    assert isinstance(json.loads(ours[-1]), dict)        # finished under the grammar
     # sampled answers under a grammar keep llama-cpp-python's chain
     fresh.chat(calls[0][0], temperature=0.7, seed=3, **PLAN)
     assert not isinstance(llm._sampler, GreedyGrammarSampler)

@@ -86,6 +86,9 @@ def test_the_avx512_build_is_chosen_only_where_the_cpu_has_all_it_uses(tmp_path,
     assert llama_wheel.for_this_cpu() == "avx512"
     (target / "llama_cpp" / llama_wheel.MARKER).write_text(json.dumps({"build": "portable"}))
     assert llama_wheel.refuse(target) == ""          # the baseline is never refused
+    # set-up refuses AVX-512 by name once the portable build (installed now) has passed
+    assert llama_wheel.refuse(target, "avx512") == "avx512"
+    assert llama_wheel.for_this_cpu() == "portable"
 
 
 def test_the_kernel_refuses_a_build_this_cpu_cannot_run(monkeypatch):
@@ -96,7 +99,9 @@ def test_the_kernel_refuses_a_build_this_cpu_cannot_run(monkeypatch):
     from batos.llm.embedded import smollm2_gguf
     marker = llama_wheel.installed_marker(None)
     assert llama.build_lacks() == []
-    assert llama.build_lacks(cpu={"sse2"}) == list(marker["needs"])
+    if marker.get("build") in llama_wheel.NEEDS:     # a named build records what it needs
+        assert marker["needs"] == list(llama_wheel.NEEDS[marker["build"]])
+        assert llama.build_lacks(cpu={"sse2"}) == marker["needs"]
     monkeypatch.setattr(llama, "build_lacks", lambda: ["avx512f"])
     backend = llama.LlamaBackend(smollm2_gguf(), n_ctx=256, n_threads=1, seed=0)
     with pytest.raises(GenerationError, match=r"lacks \(avx512f\).*\./puter\.sh setup"):
@@ -114,12 +119,13 @@ def test_the_installed_llama_cpp_is_the_build_for_this_cpu_without_amx():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     info = out.stdout
-    assert marker["build"] == llama_wheel.for_this_cpu()
-    assert "AVX2 = 1" in info and "AMX_INT8 = 1" not in info
-    if marker["build"] == "portable":
-        assert "AVX512 = 1" not in info
-    else:
-        assert "AVX512 = 1" in info and not llama_wheel.missing_features(marker["build"])
+    if marker["build"] != "custom":      # BATOS_LLAMA_CMAKE_ARGS: the flags are the user's
+        assert marker["build"] == llama_wheel.for_this_cpu()
+        assert "AVX2 = 1" in info and "AMX_INT8 = 1" not in info
+        if marker["build"] == "portable":
+            assert "AVX512 = 1" not in info
+        else:
+            assert "AVX512 = 1" in info and not llama_wheel.missing_features(marker["build"])
     shown = json.loads(subprocess.run([sys.executable, str(ROOT / "tools" / "llama_wheel.py"), "show"],
                                       capture_output=True, text=True, timeout=60).stdout)
     assert shown["installed"]["key"] == marker["key"]

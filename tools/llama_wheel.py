@@ -5,7 +5,8 @@ only: it runs before anything else is installed)::
 
     python tools/llama_wheel.py install                 # BATOS_LLAMA_CMAKE_ARGS, else the build for this CPU
     python tools/llama_wheel.py install --build avx512 --target DIR   # a named build, beside the main one
-    python tools/llama_wheel.py refuse                  # the installed build failed here: never choose it again
+    python tools/llama_wheel.py refuse [--build NAME]   # that build (default: the installed one) failed here:
+                                                        # never choose it on this CPU again
     python tools/llama_wheel.py choice                  # the name of the build install would choose
     python tools/llama_wheel.py show                    # the flags, the cache key, the installed build
 
@@ -135,10 +136,10 @@ def refused_here(name: str) -> bool:
     return _refusal(name).exists()
 
 
-def refuse(target: Path | None) -> str:
-    """Record that the installed named build failed on this CPU; returns its name ("" if
-    it was no named build)."""
-    name = installed_marker(target).get("build", "")
+def refuse(target: Path | None, name: str | None = None) -> str:
+    """Record that a named build (default: the installed one) failed on this CPU;
+    returns its name ("" if it was no named alternative)."""
+    name = name or installed_marker(target).get("build", "")
     if name in BUILDS and name != "portable":
         path = _refusal(name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -204,6 +205,10 @@ def install(build: str | None, target: Path | None) -> None:
     key = build_key(version, flags)
     marker = installed_marker(target)
     if marker.get("key") == key and marker.get("version") == version:
+        if "needs" not in marker:       # installed before the marker recorded what it needs
+            pkg = _package_dir(target)
+            if pkg is not None:
+                (pkg / MARKER).write_text(json.dumps({**marker, "needs": list(NEEDS.get(name, ()))}, indent=2))
         return
     lacking = missing_features(name)
     if lacking:
@@ -241,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(chosen(args.build)[0])
         return 0
     if args.action == "refuse":
-        name = refuse(args.target)
+        name = refuse(args.target, args.build)
         if not name:
             say("llama.cpp: the installed build is not a named alternative; nothing recorded")
             return 1

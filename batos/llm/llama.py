@@ -406,16 +406,17 @@ class LlamaBackend:
     def _load_locked(self) -> None:
         if self._llm is not None:
             return
-        try:
-            llama_class = _llama_class()
-        except ImportError as exc:
-            raise GenerationError("llama-cpp-python is not installed; run ./puter.sh setup") from exc
+        # before llama_cpp is imported: importing it loads the compiled library
         lacking = build_lacks()
         if lacking:
             raise GenerationError(
                 f"the installed llama-cpp-python build needs CPU features this CPU lacks "
                 f"({', '.join(lacking)}): it would die by SIGILL. Run ./puter.sh setup to build the "
                 "one for this CPU")
+        try:
+            llama_class = _llama_class()
+        except ImportError as exc:
+            raise GenerationError("llama-cpp-python is not installed; run ./puter.sh setup") from exc
         t0 = time.monotonic()
         try:
             llm = llama_class(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
