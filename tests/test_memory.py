@@ -261,7 +261,11 @@ def test_a_failed_cycles_record_is_a_lesson_and_a_completed_ones_is_not_shown(tm
     failed = {"event": "cycle_end", "cycle_id": "f1", "state": "FAILED", "target": "genesis_obj",
               "selector": "parse_duration",
               "intent": "turn a duration like '1h30m' or '45s' or '2h5s' into seconds, where h is hours, m is "
-                        "minutes and s is seconds, each part optional but in that order, and spaces ignored",
+                        "minutes and s is seconds, each part optional but always in that order, and spaces "
+                        "between the parts ignored, so that a text such as '1h 30m' or '2h 5s' gives the same "
+                        "number of seconds as the text written without any spaces at all; an empty text is "
+                        "zero seconds, and a text with a unit the method does not know is an error that says "
+                        "which unit it did not understand",
               "persona": "ALFRED", "model": "qwen.gguf", "duration_s": 30.1, "attempts": 2,
               "examples_passed": 0, "examples_run": 2, "cem": {"score": 0.4}, "phase": "examples",
               "reason": "VALIDATING: no candidate answered its examples (0 of 2 examples pass): "
