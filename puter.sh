@@ -58,6 +58,7 @@ setup() {
         fi
         say "the $build build did not compile; building the portable x86-64-v3 one instead"
         "$PY" "$ROOT/tools/llama_wheel.py" install --build portable
+        build=portable      # for the self-check below (the stamp keeps this CPU's choice)
     fi
     say "step 3/5: installing the libraries"
     grep -vE '^torch==|#[[:space:]]*(no-deps|built)' "$REQ" > "$VENV/.req-main.txt"
