@@ -115,7 +115,8 @@ class Knowledge:
         text = cycle_summary(event)
         # a failed cycle's record is a lesson later cycles are shown (batos.psm.is_lesson);
         # it is told by its source, as a long record is split into chunks
-        source = f"cycle:{event.get('cycle_id')}" + (":failed" if event.get("state") == "FAILED" else "")
+        from batos.psm import LESSON_SUFFIX
+        source = f"cycle:{event.get('cycle_id')}" + (LESSON_SUFFIX if event.get("state") == "FAILED" else "")
 
         def job() -> None:
             chunks, vectors = self.memory.prepare(text)
