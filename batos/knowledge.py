@@ -115,8 +115,7 @@ class Knowledge:
         text = cycle_summary(event)
         # a failed cycle's record is a lesson later cycles are shown (batos.psm.is_lesson);
         # it is told by its source, as a long record is split into chunks
-        from batos.psm import LESSON_SUFFIX
-        source = f"cycle:{event.get('cycle_id')}" + (LESSON_SUFFIX if event.get("state") == "FAILED" else "")
+        source = f"cycle:{event.get('cycle_id')}" + (":failed" if event.get("state") == "FAILED" else "")
 
         def job() -> None:
             chunks, vectors = self.memory.prepare(text)

@@ -70,8 +70,14 @@ def gpu_layers(setting: int) -> int:
 def build_lacks(cpu: set[str] | None = None) -> list[str]:
     """The CPU features the installed llama-cpp-python build needs (as set-up recorded them
     beside it) that this CPU lacks: such a build dies by SIGILL at its first generation."""
-    from batos.doctor import build_marker     # reads the marker without importing llama_cpp
-    marker = build_marker()
+    import importlib.util
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    try:
+        marker = json.loads((Path(list(spec.submodule_search_locations)[0]) / ".batos-build.json").read_text())
+    except (OSError, ValueError):
+        return []
     if cpu is None:
         try:
             text = Path("/proc/cpuinfo").read_text()
