@@ -63,7 +63,8 @@ MENU = {
     "instructions": "DECOMPOSING or SYNTHESIZING: one rule added to the state's instructions (value: "
                     "the rule, one line)",
     "tuning": "candidates (1 to 6: methods compared when the first fails or looks wrong), context_chars (0 to 4000: "
-              "memory shown), or skills_shown (0 to 4: similar methods shown) (value: a number)",
+              "memory shown), skills_shown (0 to 4: similar methods shown), or repair_samples (0 to 6: repairs "
+              "sampled next to the greedy one when a method fails its examples) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "

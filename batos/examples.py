@@ -54,10 +54,24 @@ class Outcome:
         if self.error is not None:
             return f"{call} should return {_short(self.expected)} but raised: {self.error[:300]}"
         if not same(self.actual, self.expected):
-            text = f"{call} should return {_short(self.expected)} but returned {_short(self.actual)}"
+            text = (f"{call} should return {_short(self.expected)} but returned {_short(self.actual)}"
+                    + first_difference(self.expected, self.actual))
         else:
             text = f"{call} returned {_short(self.actual)}"
         return "; ".join([text] + self.problems)
+
+
+def first_difference(expected: Any, actual: Any) -> str:
+    """Where two strings or lists first differ, in words (a small model does not see that
+    'HelloBigWorld' is not 'helloBigWorld' until it is told where); else nothing."""
+    if not (isinstance(expected, str) and isinstance(actual, str)) and not (
+            isinstance(expected, (list, tuple)) and isinstance(actual, (list, tuple))):
+        return ""
+    for i, (e, a) in enumerate(zip(expected, actual)):
+        if not same(a, e):
+            return f" (the first difference is at index {i}: expected {_short(e)}, got {_short(a)})"
+    what = "characters" if isinstance(expected, str) else "items"
+    return f" (expected {len(expected)} {what}, got {len(actual)})" if len(expected) != len(actual) else ""
 
 
 def _short(value: Any) -> str:

@@ -131,7 +131,13 @@ def plan_asks(queries: bool, examples: bool) -> str:
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
 # the state machine object's tunable slots (the self-tuning loop may change them):
 # {slot -> (kind, lowest, highest)}; unset, a cycle uses the setting or constant
-TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_shown": (int, 0, 4)}
+TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_shown": (int, 0, 4),
+            "repair_samples": (int, 0, 6)}
+# a repair of a method that fails examples asks for the bug in words before the code: the
+# embedded model, shown its method and the failure, mostly rewrote the same method (0 of
+# 15 lab repairs right); asked to say first which step is wrong, 3 of 15 were
+EXPLAIN_FIRST = ("First say in one or two sentences which step is wrong and what it must do instead. "
+                 "Then write the corrected method '{selector}' in one ```python block.")
 
 
 # ------------------------------------------------------------------ the records
@@ -845,23 +851,33 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     cycle.attempts += 1
     step.attempt = cycle.attempts
     messages = list(first)
+    failed_examples = cycle.repair is not None and cycle.repair.admitted
     if cycle.repair is not None and cycle.feedback:
-        what = ("fails these examples" if cycle.repair.admitted else "was refused")
+        what = ("fails these examples" if failed_examples else "was refused")
         # the method as it was checked (with the kernel's own fixes: the findings' line
         # numbers are its lines), else the raw answer that could not be parsed
         shown = f"```python\n{cycle.repair.source.rstrip()}\n```" if cycle.repair.source else cycle.repair.answer
+        ask = (EXPLAIN_FIRST.format(selector=cycle.selector) if failed_examples else
+               f"Write the corrected method '{cycle.selector}'. Answer with only the code in one ```python block.")
         messages += [{"role": "assistant", "content": shown},
                      {"role": "user", "content":
                       f"That method {what}:\n- " + "\n- ".join(cycle.feedback)
-                      + (f"\n{PURE_RULE[2:]}" if cycle.pure else "")
-                      + f"\nWrite the corrected method '{cycle.selector}'. "
-                        "Answer with only the code in one ```python block."}]
+                      + (f"\n{PURE_RULE[2:]}" if cycle.pure else "") + "\n" + ask}]
     gen = psm._ask(cycle, step, persona, messages)
     cycle.answer = gen.text
     cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
-    failed_examples = cycle.repair is not None and cycle.repair.admitted
     if failed_examples and cycle.examples:
         cycle.pending += _samples(psm, cycle, step, persona, first)
+        # the greedy repair mostly repeats the method it was shown: sampled repairs of the
+        # same (cached) conversation join the candidates, and agreement chooses
+        n = cycle.snapshot.tuning.get("repair_samples", psm.settings.REPAIR_SAMPLES)
+        for k in range(n):
+            sampled = psm._ask(cycle, step, persona, messages, temperature=psm.settings.CANDIDATE_TEMPERATURE,
+                               seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + 100 + k)
+            cycle.pending.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
+                                            psm.settings.CANDIDATE_TEMPERATURE))
+        if n:
+            step.data["repairs_sampled"] = n
     head = cycle.pending[0]
     if head.source is None:
         step.data["parse_error"] = head.findings[0]

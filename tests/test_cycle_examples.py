@@ -42,7 +42,8 @@ def pusher(selector: str = "push_item", slot: str = "stack", pushed: str = "item
 @pytest.fixture
 def kernel(tmp_path):
     k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
-                                     "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3"}))
+                                     "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3",
+                                     "BATOS_REPAIR_SAMPLES": "0"}))   # the scripts count one repair
     yield k
     k.close()
 
@@ -65,6 +66,38 @@ def test_a_candidate_that_fails_an_example_is_repaired(kernel):
     repair = model.calls[4]["messages"][-1]["content"]    # plan, first, two samples, then the repair
     assert "rle('aaab') should return 'a3b1' but returned 'aaab'" in repair
     assert kernel.send("genesis_obj", "rle", "zzzzq") == "z4q1"
+
+
+def test_a_sampled_repair_wins_where_the_greedy_repair_repeats_the_mistake(kernel):
+    # the first, its two samples and the greedy repair are wrong; of the two repairs
+    # sampled from the same conversation, the first is right
+    kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
+        {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2"})
+    model = ScriptedModel(methods=[RLE_WRONG] * 4 + ["The loop never counts.\n" + RLE_RIGHT, RLE_WRONG])
+    brief = MissionBrief(selector="rle", args=["text"], examples=[[["aaab"], "a3b1"], [["xy"], "x1y1"]])
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE", result
+    assert "j += 1" in result["source"] and not model.methods
+    repairs = model.calls[4:]
+    assert [bool(c["temperature"]) for c in repairs] == [False, True, True]
+    assert len({c["seed"] for c in repairs[1:]}) == 2                  # each sample its own seed
+    assert all(c["messages"] == repairs[0]["messages"] for c in repairs)   # one (cached) conversation
+    ask = repairs[0]["messages"][-1]["content"]
+    assert "which step is wrong" in ask
+    assert "rle('aaab') should return 'a3b1' but returned 'aaab' (the first difference is at index 1: " \
+           "expected '3', got 'a')" in ask
+    assert kernel.send("genesis_obj", "rle", "zzq") == "z2q1"
+
+
+def test_the_first_difference_is_named_for_strings_and_lists():
+    from batos.examples import first_difference
+    assert first_difference("helloBigWorld", "HelloBigWorld") == \
+        " (the first difference is at index 0: expected 'h', got 'H')"
+    assert first_difference("aaab", "aaa") == " (expected 4 characters, got 3)"
+    assert first_difference([1, 2, 3], (1, 2, 4)) == " (the first difference is at index 2: expected 3, got 4)"
+    assert first_difference([1, 2.0], [1, 2]) == ""        # equal as the wire sees them
+    assert first_difference(5, 6) == "" and first_difference("5", 5) == ""
 
 
 def test_a_sampled_candidate_that_passes_is_chosen_without_a_repair(kernel):
