@@ -244,7 +244,9 @@ def _check(s: Settings) -> None:
     if s.TRANSFORMERS_CPU_DTYPE not in CPU_DTYPES:
         raise ConfigError(f"config: {ENV_PREFIX}TRANSFORMERS_CPU_DTYPE={s.TRANSFORMERS_CPU_DTYPE!r} "
                           f"is not one of {', '.join(CPU_DTYPES)}")
-    for name in ("LLM_N_THREADS", "CYCLE_RETRIES", "REPAIR_SAMPLES"):
+    if not 0 <= s.REPAIR_SAMPLES <= 16:
+        raise ConfigError(f"config: {ENV_PREFIX}REPAIR_SAMPLES={s.REPAIR_SAMPLES!r} must be 0 to 16")
+    for name in ("LLM_N_THREADS", "CYCLE_RETRIES"):
         if getattr(s, name) < 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must not be negative")
     if s.SANDBOX_MEMORY_MB < 128:

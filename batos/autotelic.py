@@ -392,7 +392,7 @@ class Autotelic:
         """What the menu's changes would change, as it is now: the tunables of the state
         machine object and the tuned states' token budgets."""
         out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
-                               "skills_shown": SKILLS_SHOWN}
+                               "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
             out.update(tunables(objects.get("psm_obj")))

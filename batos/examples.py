@@ -69,7 +69,10 @@ def first_difference(expected: Any, actual: Any) -> str:
         return ""
     for i, (e, a) in enumerate(zip(expected, actual)):
         if not same(a, e):
-            return f" (the first difference is at index {i}: expected {_short(e)}, got {_short(a)})"
+            near = ""
+            if isinstance(expected, str) and i > 20:     # past what a short repr shows: the place
+                near = f", in {expected[i - 10:i + 10]!r} against {actual[i - 10:i + 10]!r}"
+            return f" (the first difference is at index {i}: expected {_short(e)}, got {_short(a)}{near})"
     what = "characters" if isinstance(expected, str) else "items"
     return f" (expected {len(expected)} {what}, got {len(actual)})" if len(expected) != len(actual) else ""
 

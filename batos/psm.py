@@ -138,6 +138,7 @@ TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_
 # 15 lab repairs right); asked to say first which step is wrong, 3 of 15 were
 EXPLAIN_FIRST = ("First say in one or two sentences which step is wrong and what it must do instead. "
                  "Then write the corrected method '{selector}' in one ```python block.")
+# (the answer ends at the first closed code block holding a ``def``: a quoted line does not cut it)
 
 
 # ------------------------------------------------------------------ the records
@@ -250,6 +251,7 @@ class Candidate:
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)
     temperature: float = 0.0
     imported: list[str] = dataclasses.field(default_factory=list)   # imports (and self.) the kernel added
+    repair: bool = False     # sampled from a repair's conversation, not from the first prompt
 
     @property
     def admitted(self) -> bool:
@@ -867,17 +869,18 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     cycle.answer = gen.text
     cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
     if failed_examples and cycle.examples:
-        cycle.pending += _samples(psm, cycle, step, persona, first)
         # the greedy repair mostly repeats the method it was shown: sampled repairs of the
-        # same (cached) conversation join the candidates, and agreement chooses
+        # same conversation (its prefix just decoded) join the candidates, and agreement chooses
         n = cycle.snapshot.tuning.get("repair_samples", psm.settings.REPAIR_SAMPLES)
         for k in range(n):
             sampled = psm._ask(cycle, step, persona, messages, temperature=psm.settings.CANDIDATE_TEMPERATURE,
                                seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + 100 + k)
-            cycle.pending.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
-                                            psm.settings.CANDIDATE_TEMPERATURE))
+            cand = _candidate(sampled.text, cycle.selector, sampled.finish_reason, psm.settings.CANDIDATE_TEMPERATURE)
+            cand.repair = True
+            cycle.pending.append(cand)
         if n:
             step.data["repairs_sampled"] = n
+        cycle.pending += _samples(psm, cycle, step, persona, first)
     head = cycle.pending[0]
     if head.source is None:
         step.data["parse_error"] = head.findings[0]
@@ -890,7 +893,7 @@ def _samples(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecor
     """Candidates sampled from the first prompt (its prefix is cached: each costs only its
     answer's tokens), up to the ``candidates`` setting with those sampled before."""
     wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
-    extra = wanted - 1 - sum(c.temperature > 0 for c in cycle.candidates)
+    extra = wanted - 1 - sum(c.temperature > 0 and not c.repair for c in cycle.candidates)
     out = []
     for k in range(max(0, extra)):
         sampled = psm._ask(cycle, step, persona, first, temperature=psm.settings.CANDIDATE_TEMPERATURE,

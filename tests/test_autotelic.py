@@ -278,6 +278,7 @@ def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(k
     settings = kernel.kernel.settings
     now = a.configuration()
     assert now["candidates"] == settings.CYCLE_CANDIDATES and now["skills_shown"] == 2
+    assert now["repair_samples"] == settings.REPAIR_SAMPLES
     assert now["SYNTHESIZING max_tokens"] == settings.METHOD_MAX_TOKENS
     assert now["DECOMPOSING max_tokens"] == settings.PLAN_MAX_TOKENS
     assert round_(kernel, {"kind": "tuning", "target": "skills_shown", "value": 0, "why": "w"},

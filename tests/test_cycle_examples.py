@@ -82,12 +82,24 @@ def test_a_sampled_repair_wins_where_the_greedy_repair_repeats_the_mistake(kerne
     repairs = model.calls[4:]
     assert [bool(c["temperature"]) for c in repairs] == [False, True, True]
     assert len({c["seed"] for c in repairs[1:]}) == 2                  # each sample its own seed
-    assert all(c["messages"] == repairs[0]["messages"] for c in repairs)   # one (cached) conversation
     ask = repairs[0]["messages"][-1]["content"]
     assert "which step is wrong" in ask
     assert "rle('aaab') should return 'a3b1' but returned 'aaab' (the first difference is at index 1: " \
            "expected '3', got 'a')" in ask
     assert kernel.send("genesis_obj", "rle", "zzq") == "z2q1"
+
+
+def test_a_refused_answer_gets_the_plain_repair_and_no_sampled_repairs(kernel):
+    kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
+        {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2"})
+    model = ScriptedModel(methods=["I would double it.", DOUBLE])
+    result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], examples=[[[5], 10]]))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
+    methods = [c for c in model.calls if c["grammar"] is None]
+    assert len(methods) == 2 and not model.methods          # the answer, then one plain repair
+    ask = methods[1]["messages"][-1]["content"]
+    assert "was refused" in ask and "Answer with only the code" in ask and "which step is wrong" not in ask
 
 
 def test_the_first_difference_is_named_for_strings_and_lists():
@@ -98,6 +110,9 @@ def test_the_first_difference_is_named_for_strings_and_lists():
     assert first_difference([1, 2, 3], (1, 2, 4)) == " (the first difference is at index 2: expected 3, got 4)"
     assert first_difference([1, 2.0], [1, 2]) == ""        # equal as the wire sees them
     assert first_difference(5, 6) == "" and first_difference("5", 5) == ""
+    long_e, long_a = "x" * 40 + "abc" + "y" * 40, "x" * 40 + "abd" + "y" * 40
+    assert first_difference(long_e, long_a) == (" (the first difference is at index 42: expected 'c', got 'd', in "
+                                                "'xxxxxxxxabcyyyyyyyyy' against 'xxxxxxxxabdyyyyyyyyy')")
 
 
 def test_a_sampled_candidate_that_passes_is_chosen_without_a_repair(kernel):

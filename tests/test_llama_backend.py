@@ -56,6 +56,10 @@ def test_a_code_block_is_closed_by_its_second_fence():
     assert code_block_closed("Here it is:\n```\ndef f(self):\n    return 1\n```\nMore")
     assert not code_block_closed("Here it is:\n```")
     assert not code_block_closed("use ``` fences")
+    # a line quoted while explaining the bug is not the method
+    quoted = "The wrong step is:\n```python\nreturn x.capitalize()\n```\nFixed:\n"
+    assert not code_block_closed(quoted)
+    assert code_block_closed(quoted + "```python\ndef f(self):\n    return 1\n```")
 
 
 # ---------------------------------------------------------------- with SmolLM2

@@ -51,5 +51,6 @@ _CODE_BLOCK_CLOSED = re.compile(r"(?:\A|\n)[ \t]*```[^\n]*\n(?:.*?\n)?[ \t]*```"
 
 
 def code_block_closed(text: str) -> bool:
-    """Whether ``text`` holds a fenced code block that has been closed."""
-    return "```" in text and _CODE_BLOCK_CLOSED.search(text) is not None
+    """Whether ``text`` holds a closed fenced code block with a function definition in it (a
+    line quoted in a fenced block while a repair explains the bug does not end the answer)."""
+    return "```" in text and any("def " in m.group(0) for m in _CODE_BLOCK_CLOSED.finditer(text))
