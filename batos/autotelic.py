@@ -515,6 +515,12 @@ class Autotelic:
         with self.kernel.image.reading() as s:
             obj = s.root["objects"].get(oid)
             present = obj._slots.get(slot) if obj is not None else None
+        if present is None and proposal["kind"] in ("tuning", "max_tokens"):
+            # unset: the value in force is the setting's or the constant's (ALFRED proposed
+            # candidates 4 with the setting at 4, and the noise between two equal arms adopted it)
+            now = self.configuration()
+            present = now.get(proposal["target"] if proposal["kind"] == "tuning"
+                              else f"{proposal['target']} max_tokens")
         if proposal["kind"] in ("instructions", "system_prompt"):
             if proposal["value"] in str(present or ""):
                 raise BadProposal(f"{proposal['target']}'s {slot} already says {proposal['value']!r}")
@@ -545,6 +551,12 @@ class Autotelic:
                     getattr(models, "backend_for", lambda p: None)(persona)
                 except Exception:
                     pass
+            if k.psm.memory is not None and suite:     # the embedder and the vector index too: the
+                try:                                  # first arm's search paid 7.5 s for them
+                    with k.image.reading() as s:
+                        k.psm.memory.search(s.root, suite[0].intent or suite[0].selector, 1)
+                except Exception as exc:
+                    log.info("autotelic: the memory's warm-up search failed: %s", exc)
             machines = {}
             for name, scratch in arms.items():
                 emit: Callable[[dict], None] = (lambda config: lambda e: k._emit_threadsafe(

@@ -53,6 +53,20 @@ def events(tmp_path, kind):
             if f'"event": "{kind}"' in x]
 
 
+def test_a_proposal_of_the_value_already_in_force_is_refused_before_practice(kernel):
+    """Unset on the state machine, a tunable is the setting's value: proposing that value
+    changes nothing (a flywheel run adopted candidates 4 with the setting at 4, on the
+    noise between two equal arms)."""
+    same = {"kind": "tuning", "target": "candidates", "value": kernel.kernel.settings.CYCLE_CANDIDATES, "why": "w"}
+    assert live_state(kernel)[0] is None
+    record = round_(kernel, proposal=same, methods=[])
+    assert record["adopted"] is False and "already" in record["outcome"] and "scores" not in record, record
+    budget = {"kind": "max_tokens", "target": "SYNTHESIZING", "value": kernel.kernel.settings.METHOD_MAX_TOKENS,
+              "why": "w"}
+    record = round_(kernel, proposal=budget, methods=[])
+    assert record["adopted"] is False and "already" in record["outcome"], record
+
+
 def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     assert kernel.kernel.autotelic.practice_suite()[0].selector == "double"
     # current config fails (its first candidate and the one sampled next to it), proposed
