@@ -511,16 +511,16 @@ class Autotelic:
         """A proposal that changes nothing is refused (it would be adopted on noise)."""
         if proposal["kind"] == "lora":
             return
-        oid, slot = _slot(proposal["kind"], proposal["target"])
-        with self.kernel.image.reading() as s:
-            obj = s.root["objects"].get(oid)
-            present = obj._slots.get(slot) if obj is not None else None
-        if present is None and proposal["kind"] in ("tuning", "max_tokens"):
-            # unset: the value in force is the setting's or the constant's (ALFRED proposed
-            # candidates 4 with the setting at 4, and the noise between two equal arms adopted it)
-            now = self.configuration()
-            present = now.get(proposal["target"] if proposal["kind"] == "tuning"
-                              else f"{proposal['target']} max_tokens")
+        if proposal["kind"] in ("tuning", "max_tokens"):
+            # the value in force, the setting's or the constant's when the slot is unset (ALFRED
+            # proposed candidates 4 with the setting at 4, and noise between equal arms adopted it)
+            present = self.configuration().get(proposal["target"] if proposal["kind"] == "tuning"
+                                               else f"{proposal['target']} max_tokens")
+        else:
+            oid, slot = _slot(proposal["kind"], proposal["target"])
+            with self.kernel.image.reading() as s:
+                obj = s.root["objects"].get(oid)
+                present = obj._slots.get(slot) if obj is not None else None
         if proposal["kind"] in ("instructions", "system_prompt"):
             if proposal["value"] in str(present or ""):
                 raise BadProposal(f"{proposal['target']}'s {slot} already says {proposal['value']!r}")
@@ -552,7 +552,7 @@ class Autotelic:
                 except Exception:
                     pass
             if k.psm.memory is not None and suite:     # the embedder and the vector index too: the
-                try:                                  # first arm's search paid 7.5 s for them
+                try:                                  # first arm spent 7.5 s without a model call
                     with k.image.reading() as s:
                         k.psm.memory.search(s.root, suite[0].intent or suite[0].selector, 1)
                 except Exception as exc:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable
 from batos import codex
 from batos.threads import ThreadPool
 
+LESSON_SUFFIX = ":failed"     # the source of a failed cycle's record: ``cycle:<id>:failed``
+
 if TYPE_CHECKING:
     from batos.image import Image, Session
     from batos.memory import FractalMemory
@@ -115,7 +117,7 @@ class Knowledge:
         text = cycle_summary(event)
         # a failed cycle's record is a lesson later cycles are shown (batos.psm.is_lesson);
         # it is told by its source, as a long record is split into chunks
-        source = f"cycle:{event.get('cycle_id')}" + (":failed" if event.get("state") == "FAILED" else "")
+        source = f"cycle:{event.get('cycle_id')}" + (LESSON_SUFFIX if event.get("state") == "FAILED" else "")
 
         def job() -> None:
             chunks, vectors = self.memory.prepare(text)

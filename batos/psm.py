@@ -39,6 +39,7 @@ from batos import cem, guardian
 from batos.examples import Outcome, asks_for_state, choose
 from batos.genesis import PERSONA_PROTOTYPES, PURE_RULE, STATEFUL_RULE, state_oid
 from batos.image import ConflictsExhausted, ObjectNotFound
+from batos.knowledge import LESSON_SUFFIX
 from batos.llm import Generation, GenerationError
 from batos.protocol import STATES, MissionBrief
 from batos.uvm import Method
@@ -733,7 +734,6 @@ def _mission_text(cycle: CognitiveCycle) -> str:
     return " ".join(x for x in (cycle.selector.replace("_", " "), cycle.mission.intent or "") if x)
 
 
-LESSON_SUFFIX = ":failed"     # the source of a failed cycle's record: ``cycle:<id>:failed``
 
 
 def is_lesson(hit: dict) -> bool:
