@@ -63,8 +63,9 @@ MENU = {
     "instructions": "DECOMPOSING or SYNTHESIZING: one rule added to the state's instructions (value: "
                     "the rule, one line)",
     "tuning": "candidates (1 to 6: methods compared when the first fails or looks wrong), context_chars (0 to 4000: "
-              "memory shown), skills_shown (0 to 4: similar methods shown), or repair_samples (0 to 6: repairs "
-              "sampled next to the greedy one when a method fails its examples) (value: a number)",
+              "memory shown), skills_shown (0 to 4: similar methods shown), repair_samples (0 to 6: repairs "
+              "sampled next to the greedy one when a method fails its examples), or code_samples (0 to 6: "
+              "methods written by plain code completion when the first fails or looks wrong) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
@@ -392,7 +393,8 @@ class Autotelic:
         """What the menu's changes would change, as it is now: the tunables of the state
         machine object and the tuned states' token budgets."""
         out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
-                               "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES}
+                               "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES,
+                               "code_samples": self.settings.CODE_SAMPLES}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
             out.update(tunables(objects.get("psm_obj")))
@@ -610,6 +612,11 @@ class _WithAdapter:
         if persona == self.persona:
             kw["adapter"] = self.adapter
         return self.models.complete(persona, messages, max_tokens, **kw)
+
+    def complete_text(self, persona: str, prompt: str, max_tokens: int, **kw: Any) -> Any:
+        if persona == self.persona:
+            kw["adapter"] = self.adapter
+        return self.models.complete_text(persona, prompt, max_tokens, **kw)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.models, name)

@@ -43,7 +43,8 @@ def pusher(selector: str = "push_item", slot: str = "stack", pushed: str = "item
 def kernel(tmp_path):
     k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
                                      "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3",
-                                     "BATOS_REPAIR_SAMPLES": "0"}))   # the scripts count one repair
+                                     "BATOS_REPAIR_SAMPLES": "0",
+                                     "BATOS_CODE_SAMPLES": "0"}))   # the scripts count one repair
     yield k
     k.close()
 
@@ -73,7 +74,8 @@ def test_a_sampled_repair_wins_where_the_greedy_repair_repeats_the_mistake(kerne
     # sampled from the same conversation, the first is right
     kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
         {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
-         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2"})
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2",
+         "BATOS_CODE_SAMPLES": "0"})
     model = ScriptedModel(methods=[RLE_WRONG] * 4 + ["The loop never counts.\n" + RLE_RIGHT, RLE_WRONG])
     brief = MissionBrief(selector="rle", args=["text"], examples=[[["aaab"], "a3b1"], [["xy"], "x1y1"]])
     result = cycle(kernel, model, brief)
@@ -92,7 +94,8 @@ def test_a_sampled_repair_wins_where_the_greedy_repair_repeats_the_mistake(kerne
 def test_a_refused_answer_gets_the_plain_repair_and_no_sampled_repairs(kernel):
     kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
         {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
-         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2"})
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_REPAIR_SAMPLES": "2",
+         "BATOS_CODE_SAMPLES": "0"})
     model = ScriptedModel(methods=["I would double it.", DOUBLE])
     result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], examples=[[[5], 10]]))
     assert result["state"] == "COMPLETE" and result["attempts"] == 2, result
@@ -284,7 +287,7 @@ def test_raising_on_brick_inputs_asks_for_a_repair_but_never_blocks(kernel):
                           methods=[halve_raises.replace("halve", "halve2")] * 3)
     kernel.kernel.settings = kernel.kernel.psm.settings = config.load({
         "BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
-        "BATOS_CYCLE_CANDIDATES": "3"})
+        "BATOS_CYCLE_CANDIDATES": "3", "BATOS_CODE_SAMPLES": "0"})
     result = cycle(kernel, model, MissionBrief(selector="halve2", args=["n"], intent="half of n"))
     assert result["state"] == "COMPLETE" and result["examples"][0]["error"], result
 
@@ -424,3 +427,43 @@ def test_a_repair_is_shown_the_method_as_the_kernel_checked_it(kernel):
     assert shown["role"] == "assistant" and "self.items.append(normalize(item))" in shown["content"]
     assert "_items" not in shown["content"]
     assert "the name 'normalize' is not defined" in model.calls[2]["messages"][-1]["content"]
+
+
+def test_a_code_completion_candidate_wins_where_the_chat_samples_repeat_the_mistake(kernel):
+    """The first answer and its chat samples fail the Architect's example; of the two code
+    completions (the method's header and the example as a doctest, continued as a file),
+    the greedy one is wrong and the sampled one right: it is chosen without a repair, its
+    bare recursive call made a send to self."""
+    kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
+        {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "3", "BATOS_CODE_SAMPLES": "2"})
+    wrong = code('def flatten_list(self, items):\n    """Flatten."""\n    return list(items)\n')
+    right = ("    out = []\n    for x in items:\n        if isinstance(x, list):\n"
+             "            out.extend(flatten_list(x))\n        else:\n            out.append(x)\n"
+             "    return out\n\n\nprint(flatten_list([1, [2]]))\n")
+    model = ScriptedModel(methods=[wrong] * 3, completions=["    return items\n", right])
+    brief = MissionBrief(selector="flatten_list", args=["items"], intent="flatten a nested list",
+                         examples=[[[[1, [2, [3]]]], [1, 2, 3]]])
+    result = cycle(kernel, model, brief)
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert "out.extend(self.flatten_list(x))" in result["source"] and "print" not in result["source"]
+    assert result["source"].startswith('def flatten_list(self, items):\n    """Flatten a nested list."""')
+    texts = [c for c in model.calls if "prompt" in c]
+    assert [c["temperature"] for c in texts][0] == 0.0 and texts[1]["temperature"] > 0
+    assert texts[0]["prompt"].endswith('def flatten_list(items):\n    """Flatten a nested list.\n\n'
+                                       '    >>> flatten_list([1, [2, [3]]])\n    [1, 2, 3]\n    """\n')
+    assert not model.methods and not model.completions
+    assert kernel.send("genesis_obj", "flatten_list", [[1, [2]], 3]) == [1, 2, 3]
+
+
+def test_a_mission_that_keeps_something_gets_no_code_completion():
+    from batos.psm import CognitiveCycle, code_prompt
+    import threading
+    keep = CognitiveCycle("c", "genesis_obj", MissionBrief(selector="tally", args=["item"],
+                          intent="keep a tally of each item"), threading.Event())
+    keep.pure = False
+    assert code_prompt(keep) is None
+    keep.pure = True
+    assert code_prompt(keep).endswith('def tally(item):\n    """Keep a tally of each item.\n    """\n')
+    words = CognitiveCycle("c", "genesis_obj", MissionBrief(selector="f", args=["x"]), threading.Event())
+    assert code_prompt(words) is None        # no words to write the docstring from

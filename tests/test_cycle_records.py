@@ -20,7 +20,7 @@ BRIEF = MissionBrief(selector="to_upper", args=["text"], intent="upper-case a te
 
 def run(image, model, retries="1", cancel=None):
     events = []
-    psm = PrototypalStateMachine(image, model, config.load({"BATOS_CYCLE_RETRIES": retries, "BATOS_REPAIR_SAMPLES": "0"}),
+    psm = PrototypalStateMachine(image, model, config.load({"BATOS_CYCLE_RETRIES": retries, "BATOS_REPAIR_SAMPLES": "0", "BATOS_CODE_SAMPLES": "0"}),
                                  emit=events.append)
     return psm.run("c1", "genesis_obj", BRIEF, cancel), events
 

@@ -24,7 +24,8 @@ def image(tmp_path):
 
 
 def run(image, model, brief=BRIEF, **overrides):
-    settings = config.load({"BATOS_CYCLE_RETRIES": "1", "BATOS_REPAIR_SAMPLES": "0"}, **overrides)
+    settings = config.load({"BATOS_CYCLE_RETRIES": "1", "BATOS_REPAIR_SAMPLES": "0",
+                            "BATOS_CODE_SAMPLES": "0"}, **overrides)
     events = []
     psm = PrototypalStateMachine(image, model, settings, emit=events.append)
     return psm.run("c1", "genesis_obj", brief), events

@@ -45,6 +45,13 @@ class Backend(Protocol):
         its first fenced code block is closed (finish_reason "stop")."""
         ...
 
+    def complete_text(self, prompt: str, *, max_tokens: int, temperature: float,
+                      cancel: threading.Event | None = None, seed: int | None = None,
+                      stop: list[str] | None = None) -> Generation:
+        """Plain completion of ``prompt``, no chat template (a code model continuing a
+        file); ``stop`` strings end the text and are not part of it."""
+        ...
+
 
 # the first fenced block, closed: an opening fence line, then a line that starts with ```
 _CODE_BLOCK_CLOSED = re.compile(r"(?:\A|\n)[ \t]*```[^\n]*\n(?:.*?\n)?[ \t]*```", re.S)

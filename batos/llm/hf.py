@@ -194,3 +194,43 @@ class TransformersBackend:
             "length" if len(new) >= max_tokens else "stop")
         return Generation(text=text, prompt_tokens=int(n_prompt), completion_tokens=int(len(new)),
                           seconds=seconds, finish_reason=finish, model=self.path.name)
+
+    def complete_text(self, prompt: str, *, max_tokens: int, temperature: float,
+                      cancel: threading.Event | None = None, seed: int | None = None,
+                      stop: list[str] | None = None) -> Generation:
+        """Plain completion of ``prompt`` (no chat template); ``stop`` strings end it."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+        tokenizer, start, stops = self.tokenizer, [0], list(stop or [])
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                if cancel is not None and cancel.is_set():
+                    return True
+                text = tokenizer.decode(input_ids[0][start[0]:], skip_special_tokens=True)
+                return any(s in text for s in stops)
+
+        with self._lock:
+            self._load_locked()
+            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
+            start[0] = inputs["input_ids"].shape[1]
+            torch.manual_seed(self.seed if seed is None else seed)
+            t0 = time.monotonic()
+            try:
+                with torch.no_grad():
+                    out = self.model.generate(
+                        **inputs, max_new_tokens=max_tokens, do_sample=temperature > 0,
+                        temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                        pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                        stopping_criteria=StoppingCriteriaList([_Stop()]))
+            except Exception as exc:
+                raise GenerationError(f"transformers failed to generate: {type(exc).__name__}: {exc}") from exc
+            seconds = time.monotonic() - t0
+            new = out[0][start[0]:]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+        cut = min((text.index(s) for s in stops if s in text), default=None)
+        finish = "cancelled" if cancel is not None and cancel.is_set() else (
+            "stop" if cut is not None or len(new) < max_tokens else "length")
+        return Generation(text=text if cut is None else text[:cut], prompt_tokens=int(start[0]),
+                          completion_tokens=int(len(new)), seconds=seconds, finish_reason=finish,
+                          model=self.path.name)

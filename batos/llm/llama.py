@@ -479,39 +479,59 @@ class LlamaBackend:
                 kwargs["grammar"] = self._grammar(schema)
             if stop:
                 kwargs["stop"] = list(stop)
-            t0 = time.monotonic()
-            first = None
-            pieces: list[str] = []
-            n_chunks, finish = 0, ""
-            llm.last_prompt = {}
-            try:
-                stream = llm.create_chat_completion(
-                    messages=messages, max_tokens=max_tokens, temperature=temperature,
-                    seed=self.seed if seed is None else seed, stream=True, **kwargs)
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        if first is None:
-                            first = time.monotonic() - t0
-                        pieces.append(text)
-                        n_chunks += 1
-                    finish = choice.get("finish_reason") or finish
-                    if cancel is not None and cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if stop_after_code and text and "`" in text and code_block_closed("".join(pieces)):
-                        finish = "stop"
-                        break
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()         # ends llama-cpp-python's generator here, under the lock
-            except Exception as exc:
-                raise GenerationError(f"llama.cpp failed to generate: {type(exc).__name__}: {exc}") from exc
-            seconds = time.monotonic() - t0
-            prompt_tokens = llm.last_prompt.get("prompt_tokens") or max(
-                0, int(getattr(llm, "n_tokens", 0)) - n_chunks)
-            self.last_stats = {**llm.last_prompt, "first_token_s": first}
+            return self._stream(lambda: llm.create_chat_completion(
+                messages=messages, max_tokens=max_tokens, temperature=temperature,
+                seed=self.seed if seed is None else seed, stream=True, **kwargs),
+                lambda choice: (choice.get("delta") or {}).get("content"), cancel, stop_after_code)
+
+    def complete_text(self, prompt: str, *, max_tokens: int, temperature: float,
+                      cancel: threading.Event | None = None, seed: int | None = None,
+                      stop: list[str] | None = None) -> Generation:
+        """Plain text completion of ``prompt`` (no chat template): the model continues the
+        text, as a code model continues a file; ``stop`` strings end it (not included)."""
+        with self._lock:
+            self._load_locked()
+            llm = self._llm
+            return self._stream(lambda: llm.create_completion(
+                prompt, max_tokens=max_tokens, temperature=temperature,
+                seed=self.seed if seed is None else seed, stream=True, stop=list(stop or []) or None),
+                lambda choice: choice.get("text"), cancel, False)
+
+    def _stream(self, start: Any, text_of: Any, cancel: threading.Event | None,
+                stop_after_code: bool) -> Generation:
+        """Run one streamed generation (the lock held): its text, counts and time."""
+        llm = self._llm
+        t0 = time.monotonic()
+        first = None
+        pieces: list[str] = []
+        n_chunks, finish = 0, ""
+        llm.last_prompt = {}
+        try:
+            stream = start()
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                text = text_of(choice)
+                if text:
+                    if first is None:
+                        first = time.monotonic() - t0
+                    pieces.append(text)
+                    n_chunks += 1
+                finish = choice.get("finish_reason") or finish
+                if cancel is not None and cancel.is_set():
+                    finish = "cancelled"
+                    break
+                if stop_after_code and text and "`" in text and code_block_closed("".join(pieces)):
+                    finish = "stop"
+                    break
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()         # ends llama-cpp-python's generator here, under the lock
+        except Exception as exc:
+            raise GenerationError(f"llama.cpp failed to generate: {type(exc).__name__}: {exc}") from exc
+        seconds = time.monotonic() - t0
+        prompt_tokens = llm.last_prompt.get("prompt_tokens") or max(
+            0, int(getattr(llm, "n_tokens", 0)) - n_chunks)
+        self.last_stats = {**llm.last_prompt, "first_token_s": first}
         return Generation(text="".join(pieces), prompt_tokens=prompt_tokens,
                           completion_tokens=n_chunks, seconds=seconds, finish_reason=finish,
                           model=self.path.name)

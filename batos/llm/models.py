@@ -281,6 +281,29 @@ class Models:
         ``stop_after_code``: the answer ends when its first fenced code block closes;
         ``adapter`` (name, directory): this LoRA adapter instead of the persona's (the
         self-tuning loop's practice of an adapter not yet adopted)."""
+        backend, load_seconds = self._ready(persona, adapter)
+        gen = backend.chat(messages, max_tokens=max_tokens,
+                           temperature=self.settings.LLM_TEMPERATURE if temperature is None else temperature,
+                           schema=grammar, cancel=cancel, seed=seed,
+                           stop_after_code=stop_after_code)
+        gen.load_seconds = load_seconds
+        return gen
+
+    def complete_text(self, persona: str, prompt: str, max_tokens: int, *,
+                      temperature: float | None = None, seed: int | None = None,
+                      stop: list[str] | None = None, cancel: threading.Event | None = None,
+                      adapter: tuple[str, Path] | None = None) -> Generation:
+        """A plain completion of ``prompt`` by ``persona``'s model, no chat template (the
+        code-completion candidates); as ``complete`` otherwise."""
+        backend, load_seconds = self._ready(persona, adapter)
+        gen = backend.complete_text(
+            prompt, max_tokens=max_tokens, cancel=cancel, seed=seed, stop=stop,
+            temperature=self.settings.LLM_TEMPERATURE if temperature is None else temperature)
+        gen.load_seconds = load_seconds
+        return gen
+
+    def _ready(self, persona: str, adapter: tuple[str, Path] | None) -> tuple[Backend, float]:
+        """``persona``'s backend, loaded, with its LoRA adapter (or ``adapter``) in place."""
         backend, load_seconds = self._backend(persona)
         lora = self.lora_for(persona) if adapter is None else adapter[0]
         if isinstance(backend, TransformersBackend):
@@ -291,12 +314,7 @@ class Models:
         elif lora:
             raise GenerationError(f"{persona} has the LoRA adapter {lora!r}, but its model is a GGUF "
                                   "file; LoRA adapters need a transformers model")
-        gen = backend.chat(messages, max_tokens=max_tokens,
-                           temperature=self.settings.LLM_TEMPERATURE if temperature is None else temperature,
-                           schema=grammar, cancel=cancel, seed=seed,
-                           stop_after_code=stop_after_code)
-        gen.load_seconds = load_seconds
-        return gen
+        return backend, load_seconds
 
     def parser_model(self) -> dict:
         """The client's parser model: the embedded GGUF, as the image keeps it."""
