@@ -95,7 +95,7 @@ class Settings:
     CYCLE_CANDIDATES: int = 4       # candidates compared (by agreement) once the first fails an example
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     REPAIR_SAMPLES: int = 0         # repairs sampled next to the greedy one when examples fail
-    CODE_SAMPLES: int = 2           # candidates by code completion when the first is doubtful (pure missions)
+    CODE_SAMPLES: int = 4           # candidates by code completion when the first is doubtful (pure missions)
     SKILL_MIN_COSINE: float = 0.7   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more
     AUTOTELIC_INTERVAL_S: float = 3600.0   # the self-tuning loop's round, at most this often (0: off)
