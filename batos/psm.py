@@ -1325,6 +1325,10 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
                      agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
+    if len(cycle.candidates) > 1:   # each candidate: its kind, the examples it passed, those it raised on
+        step.data["compared"] = [[c.kind, sum(o.passed for o in c.outcomes), sum(o.error is not None
+                                                                                  for o in c.outcomes)]
+                                 for c in cycle.candidates]
     # the first candidate fails a blocking check, raises, or misses any of BRICK's
     # examples (which are often wrong, so they never block, but a miss is a reason to
     # compare: is_valid_email passed 3 of 4, accepting 'a@b'): before any repair,
