@@ -127,6 +127,9 @@ def analyze(events: list[dict]) -> dict:
                 tokens[str(e.get("state"))][field].append(float(e[field]))
     failed = [e for e in ends if e.get("state") == "FAILED"]
     scores = [e["cem"]["score"] for e in ends if isinstance(e.get("cem"), dict)]
+    # which kind of candidate was installed: what the samples and code completions buy
+    installed = collections.Counter(str(e["chosen_kind"]) for e in steps if e.get("state") == "VALIDATING"
+                                    and e.get("next") == "COMPLETE" and e.get("chosen_kind"))
     return {
         "cycles": len(ends),
         "pass_rate": round(1 - len(failed) / len(ends), 3) if ends else None,
@@ -139,6 +142,7 @@ def analyze(events: list[dict]) -> dict:
                            for state, fields in tokens.items()},
         "mean_attempts": round(statistics.fmean(e.get("attempts") or 1 for e in ends), 2) if ends else None,
         "mean_cem": round(statistics.fmean(scores), 3) if scores else None,
+        "installed_candidate_kinds": dict(installed),
     }
 
 

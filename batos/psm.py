@@ -254,10 +254,23 @@ class Candidate:
     imported: list[str] = dataclasses.field(default_factory=list)   # imports (and self.) the kernel added
     repair: bool = False     # sampled from a repair's conversation, not from the first prompt
     code: bool = False       # written by code completion (CODE_SAMPLES), not from the chat prompt
+    attempt: int = 1         # the attempt whose greedy answer this is (2: the first repair)
 
     @property
     def admitted(self) -> bool:
         return self.source is not None and self.report is not None and not self.findings
+
+    @property
+    def kind(self) -> str:
+        """Where it came from: "first" (the first greedy answer), "repair" (a greedy repair),
+        "chat sample", "sampled repair" or "code completion"."""
+        if self.code:
+            return "code completion"
+        if self.repair:
+            return "sampled repair"
+        if self.temperature > 0:
+            return "chat sample"
+        return "first" if self.attempt <= 1 else "repair"
 
 
 @dataclasses.dataclass
@@ -874,6 +887,7 @@ def synthesizing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepR
     gen = psm._ask(cycle, step, persona, messages)
     cycle.answer = gen.text
     cycle.pending = [_candidate(gen.text, cycle.selector, gen.finish_reason)]
+    cycle.pending[0].attempt = cycle.attempts
     if failed_examples and cycle.examples:
         # the greedy repair mostly repeats the method it was shown: sampled repairs of the
         # same conversation (its prefix just decoded) join the candidates, and agreement chooses
@@ -1307,9 +1321,14 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         index, why = choice.index, choice.why
     chosen = cycle.candidates[index]
     cycle.outcomes = chosen.outcomes
-    step.data.update(candidates=len(cycle.candidates), chosen=index, agreeing=choice.agreeing,
+    step.data.update(candidates=len(cycle.candidates), chosen=index, chosen_kind=chosen.kind,
+                     agreeing=choice.agreeing,
                      examples_passed=sum(o.passed for o in chosen.outcomes),
                      examples=len(chosen.outcomes), choice=why)
+    if len(cycle.candidates) > 1:   # each candidate: its kind, the examples it passed, those it raised on
+        step.data["compared"] = [[c.kind, sum(o.passed for o in c.outcomes), sum(o.error is not None
+                                                                                  for o in c.outcomes)]
+                                 for c in cycle.candidates]
     # the first candidate fails a blocking check, raises, or misses any of BRICK's
     # examples (which are often wrong, so they never block, but a miss is a reason to
     # compare: is_valid_email passed 3 of 4, accepting 'a@b'): before any repair,

@@ -295,7 +295,7 @@ def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(k
     settings = kernel.kernel.settings
     now = a.configuration()
     assert now["candidates"] == settings.CYCLE_CANDIDATES and now["skills_shown"] == 2
-    assert now["repair_samples"] == settings.REPAIR_SAMPLES
+    assert now["repair_samples"] == settings.REPAIR_SAMPLES and now["code_samples"] == settings.CODE_SAMPLES
     assert now["SYNTHESIZING max_tokens"] == settings.METHOD_MAX_TOKENS
     assert now["DECOMPOSING max_tokens"] == settings.PLAN_MAX_TOKENS
     assert round_(kernel, {"kind": "tuning", "target": "skills_shown", "value": 0, "why": "w"},
@@ -311,6 +311,9 @@ def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(k
     # the fixture's one Architect cycle asked SYNTHESIZING once: its figures are read back
     assert use["SYNTHESIZING"]["prompt_tokens"] > 0 and "completion_tokens" in use["SYNTHESIZING"]
     assert '"mean_model_use"' in asked
+    # and which kind of candidate each installed method was: here the first answer
+    record = autotelic.analyze(autotelic.read_events(tmp_path / "metacognition.jsonl"))
+    assert record["installed_candidate_kinds"] == {"first": 1} and '"installed_candidate_kinds"' in asked
 
 
 TRIPLE_RIGHT = '```python\ndef triple(self, n):\n    """Three times n."""\n    return n * 3\n```'
