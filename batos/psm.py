@@ -944,9 +944,14 @@ def _docstring(words: str) -> str:
 
 def code_prompt(cycle: CognitiveCycle) -> Optional[str]:
     """The file a code-completion candidate continues, or None when the mission cannot be
-    written so (no words, keyword arguments, or a method that keeps state)."""
+    written so: no words, keyword arguments, a method that keeps state, or words of more
+    than one line.  The kernel's brief for a method a caller is missing holds the caller's
+    source; as a docstring it reads as the new method's own job (``to_capitals`` for
+    ``shout_greeting``, "Greet name in capital letters with an exclamation mark": all
+    four code completions added the caller's '!', matched BRICK's examples that had it
+    too, and won over the chat candidates that had it right)."""
     m = cycle.mission
-    if not cycle.pure or not m.intent or m.kwargs:
+    if not cycle.pure or not m.intent or m.kwargs or "\n" in m.intent.strip():
         return None
     tests = "".join(f"\n\n    >>> {cycle.selector}({', '.join(repr(a) for a in args)})\n    {expected!r}"
                     for args, expected in cycle.trusted[:4])

@@ -474,3 +474,8 @@ def test_a_mission_that_keeps_something_gets_no_code_completion():
     assert code_prompt(keep).endswith('def tally(item):\n    """Keep a tally of each item.\n    """\n')
     words = CognitiveCycle("c", "genesis_obj", MissionBrief(selector="f", args=["x"]), threading.Event())
     assert code_prompt(words) is None        # no words to write the docstring from
+    caller = CognitiveCycle("c", "genesis_obj", MissionBrief(
+        selector="to_capitals", args=["arg0"], intent="Write to_capitals so that shout_greeting works. "
+        "The calling method:\ndef shout_greeting(self, name):\n    return self.to_capitals(name) + '!'"),
+        threading.Event())
+    assert code_prompt(caller) is None       # a caller's source is no docstring for the new method

@@ -377,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", default=None,
                     help="--missions-hard: run the kernel in this (new or empty) directory and keep it")
     ap.add_argument("--set", action="append", default=[], metavar="BATOS_NAME=VALUE",
-                    help="--missions-hard: a setting for the kernel (repeatable), to measure a lever")
+                    help="--missions-hard or --flywheel: a setting for the kernels (repeatable), to measure a "
+                         "lever or start the loop from another configuration")
     ap.add_argument("--flywheel", action="store_true",
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
@@ -389,13 +390,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--builds", action="store_true",
                     help="only the llama.cpp builds side by side (builds the alternative once, ~7 min)")
     args = ap.parse_args(argv)
+    settings = {}
+    for item in args.set:
+        name, eq, value = item.partition("=")
+        if not eq or not name.startswith("BATOS_"):
+            raise SystemExit(f"--set {item}: expected BATOS_NAME=VALUE")
+        settings[name] = value
+    if args.set and not (args.missions_hard or args.flywheel):
+        raise SystemExit("--set is for --missions-hard and --flywheel")
     if args.missions_hard:
-        settings = {}
-        for item in args.set:
-            name, eq, value = item.partition("=")
-            if not eq or not name.startswith("BATOS_"):
-                raise SystemExit(f"--set {item}: expected BATOS_NAME=VALUE")
-            settings[name] = value
         result = bench_missions_hard([x for x in args.only.split(",") if x], args.keep, settings)
         print(json.dumps(result))
         return 0
@@ -406,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.flywheel:
         from tests.bench import flywheel
-        out = flywheel.run(args.rounds, args.practice)
+        out = flywheel.run(args.rounds, args.practice, settings)
+        out["settings"] = settings
         flywheel.report(out)
         print(json.dumps(out, default=str))
         return 0

@@ -41,11 +41,13 @@ def evaluate(k: KernelProcess, name: str) -> dict:
     return out
 
 
-def run(rounds: int, practice: int) -> dict:
+def run(rounds: int, practice: int, settings: dict | None = None) -> dict:
+    """``settings``: BATOS_ settings every kernel of the run gets (the configuration the
+    loop starts from, the same before and after; what a round adopts overrides it)."""
     with tempfile.TemporaryDirectory(prefix="batos-bench-flywheel-") as tmp:
         home, copy = Path(tmp) / "home", Path(tmp) / "before"
-        loop = {"BATOS_MEMORY_ENABLED": "1", "BATOS_AUTOTELIC_INTERVAL_S": "1", "BATOS_AUTOTELIC_IDLE_S": "5",
-                "BATOS_AUTOTELIC_PRACTICE": str(practice)}
+        loop = {**(settings or {}), "BATOS_MEMORY_ENABLED": "1", "BATOS_AUTOTELIC_INTERVAL_S": "1",
+                "BATOS_AUTOTELIC_IDLE_S": "5", "BATOS_AUTOTELIC_PRACTICE": str(practice)}
         out: dict = {}
         k = KernelProcess(home, {**loop, "BATOS_AUTOTELIC_INTERVAL_S": "0"})
         k.start(wait_s=60)
