@@ -78,13 +78,22 @@ _LINE = {"type": "string", "minLength": 1, "maxLength": RULE_MAX}
 _TARGETS_VALUES = {"max_tokens": (list(TUNED_STATES), _INT), "instructions": (list(TUNED_STATES), _LINE),
                    "tuning": (list(TUNABLES), _INT), "system_prompt": (list(PERSONA_PROTOTYPES), _LINE),
                    "lora": (list(PERSONA_PROTOTYPES), _INT)}
-PROPOSAL_SCHEMA = {"anyOf": [
-    {"type": "object",
-     "properties": {"kind": {"type": "string", "enum": [kind]},
-                    "target": {"type": "string", "enum": targets},
-                    "value": value, "why": {"type": "string", "maxLength": 300}},
-     "required": ["kind", "target", "value", "why"]}
-    for kind, (targets, value) in _TARGETS_VALUES.items()]}
+
+
+def proposal_schema(exclude: frozenset = frozenset()) -> dict:
+    """The grammar of one proposal, without the (kind, target) pairs in ``exclude`` (a
+    kind left with no target is left out; with nothing left, the whole menu)."""
+    shapes = [{"type": "object",
+               "properties": {"kind": {"type": "string", "enum": [kind]},
+                              "target": {"type": "string", "enum": left},
+                              "value": value, "why": {"type": "string", "maxLength": 300}},
+               "required": ["kind", "target", "value", "why"]}
+              for kind, (targets, value) in _TARGETS_VALUES.items()
+              for left in [[t for t in targets if (kind, t) not in exclude]] if left]
+    return {"anyOf": shapes} if shapes else proposal_schema()
+
+
+PROPOSAL_SCHEMA = proposal_schema()
 
 
 class Preempted(Exception):
@@ -365,10 +374,14 @@ class Autotelic:
         seen = {_key(p) for p in tried}
         raw: Any = None
         # a small model's greedy answer ignores the tried list (three rounds proposed
-        # candidates=1 three times): once more at a temperature, then refused unpractised
+        # candidates=1 three times): once more at a temperature, then refused unpractised.
+        # The sampled answer repeated it too (a line for ALFRED's system prompt, three
+        # rounds running): the second attempt's grammar leaves out what was tried
+        tried_pairs = frozenset((p.get("kind"), p.get("target")) for p in tried)
         for attempt in range(2):
             gen = k.psm.models.complete("ALFRED", messages, self.settings.PLAN_MAX_TOKENS + 96,
-                                        grammar=PROPOSAL_SCHEMA, cancel=cancel,
+                                        grammar=proposal_schema(tried_pairs) if attempt else PROPOSAL_SCHEMA,
+                                        cancel=cancel,
                                         **({"temperature": 0.9, "seed": int(time.time()) % 100000}
                                            if attempt else {}))
             if cancel.is_set():

@@ -300,6 +300,7 @@ class CognitiveCycle:
     pending: list[Candidate] = dataclasses.field(default_factory=list)      # written, not validated
     sample_only: bool = False             # SYNTHESIZING next samples candidates, repairs nothing
     sampled: bool = False                 # candidates were sampled (once per cycle)
+    code_sampled: bool = False            # code completions were drawn (once per cycle)
     repair: Optional[Candidate] = None    # the candidate the next attempt repairs
     feedback: list[str] = dataclasses.field(default_factory=list)    # why it must be repaired
     outcomes: list[Outcome] = dataclasses.field(default_factory=list)       # the chosen one's
@@ -920,7 +921,7 @@ def _samples(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecor
                            seed=psm.settings.LLM_SEED + 1000 * cycle.attempts + k + 1)
         out.append(_candidate(sampled.text, cycle.selector, sampled.finish_reason,
                               psm.settings.CANDIDATE_TEMPERATURE))
-    if not any(c.code for c in cycle.candidates):
+    if not cycle.code_sampled:
         out += _code_samples(psm, cycle, step, persona)
     cycle.sampled = True
     return out
@@ -937,8 +938,14 @@ CODE_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\n#", "\nprint(", "\nassert
              "\nimport ", "\nfrom ", "\n```", "\n>>>"]
 
 
+def _quoted(text: str) -> str:
+    """``text`` as it can stand inside a triple-quoted docstring."""
+    return text.replace("\\", "\\\\").replace('"""', "'''")
+
+
 def _docstring(words: str) -> str:
-    doc = words.strip().replace("\\", "\\\\").replace('"""', "'''")
+    """The Architect's words as one docstring line: no control characters, spaces collapsed."""
+    doc = _quoted(" ".join("".join(c if c.isprintable() else " " for c in words).split()))
     return doc[:1].upper() + doc[1:] + ("" if doc.endswith((".", "?", "!")) else ".")
 
 
@@ -951,25 +958,34 @@ def code_prompt(cycle: CognitiveCycle) -> Optional[str]:
     four code completions added the caller's '!', matched BRICK's examples that had it
     too, and won over the chat candidates that had it right)."""
     m = cycle.mission
-    if not cycle.pure or not m.intent or m.kwargs or "\n" in m.intent.strip():
+    if not cycle.pure or not m.intent or m.kwargs or len(m.intent.strip().splitlines()) > 1 \
+            or "self" in m.args or len(set(m.args)) != len(m.args):
         return None
-    tests = "".join(f"\n\n    >>> {cycle.selector}({', '.join(repr(a) for a in args)})\n    {expected!r}"
-                    for args, expected in cycle.trusted[:4])
+    tests = "".join(f"\n\n    >>> {cycle.selector}({_quoted(', '.join(repr(a) for a in args))})"
+                    f"\n    {_quoted(repr(expected))}" for args, expected in cycle.trusted[:4])
     return f'{CODE_HEADER}def {cycle.selector}({", ".join(m.args)}):\n    """{_docstring(m.intent)}{tests}\n    """\n'
 
 
 def code_method(cycle: CognitiveCycle, body: str) -> str:
     """The method from a code completion: its body (up to the first line back at the left
-    margin) under ``def selector(self, ...)`` with the Architect's words as docstring (its
-    bare calls of itself or of siblings become sends when it is checked: fix_bare_sends)."""
+    margin, re-indented by four spaces) under ``def selector(self, ...)`` with the
+    Architect's words as docstring (its bare calls of itself or of siblings become sends
+    when it is checked: fix_bare_sends).  ParsingError when there is no body."""
     kept = []
-    for line in body.splitlines():
+    for line in body.expandtabs(4).splitlines():
         if line.strip() and not line[:1].isspace():
             break
         kept.append(line)
+    code = textwrap.indent(textwrap.dedent("\n".join(kept)).strip("\n"), "    ")
+    if all(x.strip() in ("", "pass", "...") for x in code.splitlines()):
+        raise ParsingError("the code completion wrote no body")
     m = cycle.mission
     source = (f"def {cycle.selector}({', '.join(['self', *m.args])}):\n"
-              f'    """{_docstring(m.intent or cycle.selector)}"""\n' + "\n".join(kept).rstrip() + "\n")
+              f'    """{_docstring(m.intent or cycle.selector)}"""\n' + code.rstrip() + "\n")
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError) as exc:
+        raise ParsingError(f"the code completion is not valid Python: {exc}") from None
     return source
 
 
@@ -992,10 +1008,11 @@ def _code_samples(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: Step
         psm._count(cycle, step, persona, gen, len(prompt))
         cand = Candidate(answer=gen.text, temperature=t, code=True)
         try:
-            cand.source = extract_method(f"```python\n{code_method(cycle, gen.text)}```", cycle.selector)
+            cand.source = code_method(cycle, gen.text)
         except ParsingError as exc:
             cand.findings = [str(exc)]
         out.append(cand)
+    cycle.code_sampled = True
     step.data["code_samples"] = n
     return out
 
@@ -1339,12 +1356,14 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     # compare: is_valid_email passed 3 of 4, accepting 'a@b'): before any repair,
     # sample more from the same (cached) prompt and let agreement choose
     wanted = cycle.snapshot.tuning.get("candidates", psm.settings.CYCLE_CANDIDATES)
+    coded = cycle.snapshot.tuning.get("code_samples", psm.settings.CODE_SAMPLES) \
+        if code_prompt(cycle) is not None else 0
     brick = chosen.outcomes[n_trusted:]
     doubtful = not clear or any(o.error is not None for o in chosen.outcomes) or \
         sum(o.passed for o in brick) < len(brick)
-    if not cycle.sampled and wanted > 1 and doubtful:
+    if not cycle.sampled and (wanted > 1 or coded) and doubtful:
         cycle.sample_only = True
-        step.data["sampling"] = wanted - 1
+        step.data["sampling"] = wanted - 1 + coded
         return "SYNTHESIZING"
     # BRICK's expected values may be wrong, but a method should not raise on its inputs:
     # an exception there asks for one repair (the best candidate so far stays in the running)

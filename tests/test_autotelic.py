@@ -285,6 +285,17 @@ def test_a_proposal_tried_in_a_recent_round_is_asked_again_then_refused_unpracti
     again = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
     assert again["adopted"] is False and "already tried" in again["outcome"] and "scores" not in again
     assert [c["temperature"] for c in model.calls] == [None, 0.9]      # greedy, then sampled
+    # the sampled attempt's grammar has no shape for what was tried: tuning of candidates
+    first_grammar, second = model.calls[0]["grammar"], model.calls[1]["grammar"]
+    assert first_grammar == autotelic.PROPOSAL_SCHEMA
+    targets = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"] for alt in second["anyOf"]}
+    assert "candidates" not in targets["tuning"] and "skills_shown" in targets["tuning"]
+    assert set(targets) == set(autotelic.MENU)
+    assert autotelic.proposal_schema(frozenset({("lora", t) for t in autotelic.PERSONA_PROTOTYPES}))["anyOf"] \
+        and "lora" not in {alt["properties"]["kind"]["enum"][0] for alt in autotelic.proposal_schema(
+            frozenset({("lora", t) for t in autotelic.PERSONA_PROTOTYPES}))["anyOf"]}
+    from llama_cpp import LlamaGrammar
+    LlamaGrammar.from_json_schema(json.dumps(second), verbose=False)
 
 
 def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(kernel, tmp_path):

@@ -479,3 +479,47 @@ def test_a_mission_that_keeps_something_gets_no_code_completion():
         "The calling method:\ndef shout_greeting(self, name):\n    return self.to_capitals(name) + '!'"),
         threading.Event())
     assert code_prompt(caller) is None       # a caller's source is no docstring for the new method
+
+
+def test_a_code_completion_is_reindented_and_an_empty_one_refused():
+    import ast
+    import threading
+    from batos.psm import CognitiveCycle, ParsingError, code_method, code_prompt
+    c = CognitiveCycle("c", "genesis_obj", MissionBrief(
+        selector="strip_fences", args=["text"], intent='remove ``` fences and """quotes""" from \\ text\x0c now'),
+        threading.Event())
+    for body in ("  return text.strip('`')\n", "\treturn text.strip('`')\nprint(1)\n",
+                 "        return text.strip('`')\n\n\nclass X:\n    pass\n"):
+        source = code_method(c, body)
+        assert source.endswith("\n    return text.strip('`')\n"), source
+        ast.parse(source)
+    assert '"""Remove ``` fences and \'\'\'quotes\'\'\' from \\\\ text now."""' in code_method(c, "  return 1\n")
+    for empty in ("", "\n\n", "    pass\n", "print(1)\n"):
+        with pytest.raises(ParsingError):
+            code_method(c, empty)
+    with pytest.raises(ParsingError):
+        code_method(c, "    return (\n")
+    assert code_prompt(c) is None            # a form feed splits the words' lines
+    c = CognitiveCycle("c", "genesis_obj", MissionBrief(selector="f", args=["text"], intent="quote it"),
+                       threading.Event())
+    c.trusted = [[['a"""b\\'], 'x"""']]
+    prompt = code_prompt(c)
+    ast.parse(prompt + "    pass\n")          # the doctest's quotes do not close the docstring
+    assert prompt.count('"""') == 2
+
+
+def test_code_completions_are_drawn_with_one_chat_candidate_and_only_once(kernel):
+    kernel.kernel.settings = kernel.kernel.psm.settings = config.load(
+        {"BATOS_HOME": str(kernel.kernel.settings.HOME), "BATOS_MEMORY_ENABLED": "0",
+         "BATOS_CYCLE_RETRIES": "1", "BATOS_CYCLE_CANDIDATES": "1", "BATOS_CODE_SAMPLES": "1"})
+    model = ScriptedModel(methods=[DOUBLE_BROKEN, DOUBLE_BROKEN], completions=["    pass\n"])
+    brief = MissionBrief(selector="double", args=["n"], intent="twice n", examples=[[[5], 10]])
+    result = cycle(kernel, model, brief)
+    # the refused (empty) code completion is not drawn again next to the repair
+    assert result["state"] == "FAILED" and result["phase"] == "examples", result
+    assert not model.methods and not model.completions
+    model = ScriptedModel(methods=[DOUBLE_BROKEN], completions=["    return n * 2\n"])
+    result = cycle(kernel, model, MissionBrief(selector="double", args=["n"], intent="twice n",
+                                               examples=[[[5], 10]]))
+    assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
+    assert kernel.send("genesis_obj", "double", 21) == 42
