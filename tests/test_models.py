@@ -63,6 +63,15 @@ def test_transformers_model_is_stored_once_reloaded_from_its_blob_and_swapped(tm
         models = Models(settings, image, emit=events.append)
         gen = models.complete("ROBIN", MSGS, 8)
         assert isinstance(gen.text, str) and gen.completion_tokens >= 1
+        # a plain completion (the code-completion candidates), no chat template: greedy is
+        # repeatable, and a stop string ends the text without being part of it
+        plain = models.complete_text("ROBIN", "def add(a, b):\n", 12, temperature=0.0)
+        assert plain.completion_tokens >= 1 and plain.prompt_tokens >= 3
+        assert models.complete_text("ROBIN", "def add(a, b):\n", 12, temperature=0.0).text == plain.text
+        assert len(plain.text) > 2, plain
+        stop = plain.text[1:3]
+        cut = models.complete_text("ROBIN", "def add(a, b):\n", 12, temperature=0.0, stop=[stop])
+        assert cut.text == plain.text[:plain.text.index(stop)] and cut.finish_reason == "stop"
         with image.reading() as s:
             manager = s.root["models"]
             sha = manager.sources[str(a)]
