@@ -16,7 +16,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from batos.llm.base import Generation, GenerationError, code_block_closed
 
@@ -155,82 +155,63 @@ class TransformersBackend:
     def chat(self, messages: list[dict], *, max_tokens: int, temperature: float,
              schema: dict | None = None, cancel: threading.Event | None = None,
              seed: int | None = None, stop_after_code: bool = False) -> Generation:
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class _Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return bool(cancel is not None and cancel.is_set())
-
-        tokenizer, start = self.tokenizer, [0]
-
-        class _CodeClosed(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
-                return bool(stop_after_code and code_block_closed(
-                    tokenizer.decode(input_ids[0][start[0]:], skip_special_tokens=True)))
-
         with self._lock:
             self._load_locked()
             prompt = self._prompt(messages, schema)
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
-            start[0] = inputs["input_ids"].shape[1]
-            torch.manual_seed(self.seed if seed is None else seed)
-            t0 = time.monotonic()
-            try:
-                with torch.no_grad():
-                    out = self.model.generate(
-                        **inputs, max_new_tokens=max_tokens, do_sample=temperature > 0,
-                        temperature=temperature if temperature > 0 else None,
-                        top_p=None, top_k=None,
-                        pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                        stopping_criteria=StoppingCriteriaList([_Cancelled(), _CodeClosed()]))
-            except Exception as exc:
-                raise GenerationError(f"transformers failed to generate: {type(exc).__name__}: {exc}") from exc
-            seconds = time.monotonic() - t0
-            n_prompt = inputs["input_ids"].shape[1]
-            new = out[0][n_prompt:]
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            text, n_prompt, n_new, seconds = self._generate(
+                prompt, max_tokens, temperature, seed, cancel,
+                code_block_closed if stop_after_code else None)
         finish = "cancelled" if cancel is not None and cancel.is_set() else (
-            "length" if len(new) >= max_tokens else "stop")
-        return Generation(text=text, prompt_tokens=int(n_prompt), completion_tokens=int(len(new)),
+            "length" if n_new >= max_tokens else "stop")
+        return Generation(text=text, prompt_tokens=n_prompt, completion_tokens=n_new,
                           seconds=seconds, finish_reason=finish, model=self.path.name)
 
     def complete_text(self, prompt: str, *, max_tokens: int, temperature: float,
                       cancel: threading.Event | None = None, seed: int | None = None,
                       stop: list[str] | None = None) -> Generation:
         """Plain completion of ``prompt`` (no chat template); ``stop`` strings end it."""
+        stops = list(stop or [])
+        with self._lock:
+            self._load_locked()
+            text, n_prompt, n_new, seconds = self._generate(
+                prompt, max_tokens, temperature, seed, cancel,
+                (lambda t: any(s in t for s in stops)) if stops else None)
+        cut = min((text.index(s) for s in stops if s in text), default=None)
+        finish = "cancelled" if cancel is not None and cancel.is_set() else (
+            "stop" if cut is not None or n_new < max_tokens else "length")
+        return Generation(text=text if cut is None else text[:cut], prompt_tokens=n_prompt,
+                          completion_tokens=n_new, seconds=seconds, finish_reason=finish,
+                          model=self.path.name)
+
+    def _generate(self, prompt: str, max_tokens: int, temperature: float, seed: int | None,
+                  cancel: threading.Event | None,
+                  done: Callable[[str], bool] | None) -> tuple[str, int, int, float]:
+        """One generation (the lock held): the new text, prompt and new token counts and
+        seconds; it ends at ``cancel`` or when ``done`` holds for the text so far."""
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
-        tokenizer, start, stops = self.tokenizer, [0], list(stop or [])
+        tokenizer = self.tokenizer
+        inputs = tokenizer(prompt, return_tensors="pt").to(self.model.device)
+        n_prompt = int(inputs["input_ids"].shape[1])
 
         class _Stop(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 if cancel is not None and cancel.is_set():
                     return True
-                text = tokenizer.decode(input_ids[0][start[0]:], skip_special_tokens=True)
-                return any(s in text for s in stops)
+                return bool(done is not None and done(
+                    tokenizer.decode(input_ids[0][n_prompt:], skip_special_tokens=True)))
 
-        with self._lock:
-            self._load_locked()
-            inputs = self.tokenizer(prompt, return_tensors="pt").to(self.model.device)
-            start[0] = inputs["input_ids"].shape[1]
-            torch.manual_seed(self.seed if seed is None else seed)
-            t0 = time.monotonic()
-            try:
-                with torch.no_grad():
-                    out = self.model.generate(
-                        **inputs, max_new_tokens=max_tokens, do_sample=temperature > 0,
-                        temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
-                        pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-                        stopping_criteria=StoppingCriteriaList([_Stop()]))
-            except Exception as exc:
-                raise GenerationError(f"transformers failed to generate: {type(exc).__name__}: {exc}") from exc
-            seconds = time.monotonic() - t0
-            new = out[0][start[0]:]
-            text = self.tokenizer.decode(new, skip_special_tokens=True)
-        cut = min((text.index(s) for s in stops if s in text), default=None)
-        finish = "cancelled" if cancel is not None and cancel.is_set() else (
-            "stop" if cut is not None or len(new) < max_tokens else "length")
-        return Generation(text=text if cut is None else text[:cut], prompt_tokens=int(start[0]),
-                          completion_tokens=int(len(new)), seconds=seconds, finish_reason=finish,
-                          model=self.path.name)
+        torch.manual_seed(self.seed if seed is None else seed)
+        t0 = time.monotonic()
+        try:
+            with torch.no_grad():
+                out = self.model.generate(
+                    **inputs, max_new_tokens=max_tokens, do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+                    stopping_criteria=StoppingCriteriaList([_Stop()]))
+        except Exception as exc:
+            raise GenerationError(f"transformers failed to generate: {type(exc).__name__}: {exc}") from exc
+        new = out[0][n_prompt:]
+        return (tokenizer.decode(new, skip_special_tokens=True), n_prompt, int(len(new)),
+                time.monotonic() - t0)
