@@ -96,6 +96,7 @@ class Settings:
     CANDIDATE_TEMPERATURE: float = 0.7   # sampling temperature of those extra candidates
     REPAIR_SAMPLES: int = 0         # repairs sampled next to the greedy one when examples fail
     CODE_SAMPLES: int = 4           # candidates by code completion when the first is doubtful (pure missions)
+    PLAN_EXAMPLES: int = 4          # example calls BRICK's plan writes when the Architect gave none (0: none)
     SKILL_MIN_COSINE: float = 0.7   # an installed method is shown as a skill only this similar or more
     CONTEXT_MIN_COSINE: float = 0.3  # a memory chunk is shown (and research planned) only this similar or more
     AUTOTELIC_INTERVAL_S: float = 3600.0   # the self-tuning loop's round, at most this often (0: off)
@@ -249,6 +250,8 @@ def _check(s: Settings) -> None:
         raise ConfigError(f"config: {ENV_PREFIX}REPAIR_SAMPLES={s.REPAIR_SAMPLES!r} must be 0 to 16")
     if not 0 <= s.CODE_SAMPLES <= 16:
         raise ConfigError(f"config: {ENV_PREFIX}CODE_SAMPLES={s.CODE_SAMPLES!r} must be 0 to 16")
+    if not 0 <= s.PLAN_EXAMPLES <= 4:
+        raise ConfigError(f"config: {ENV_PREFIX}PLAN_EXAMPLES={s.PLAN_EXAMPLES!r} must be 0 to 4")
     for name in ("LLM_N_THREADS", "CYCLE_RETRIES"):
         if getattr(s, name) < 0:
             raise ConfigError(f"config: {ENV_PREFIX}{name}={getattr(s, name)!r} must not be negative")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import json
 import logging
 import statistics
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("batos.autotelic")
 TARGET = "alfred_prototype_obj"
+TARGET_PRACTICE = "genesis_obj"    # the practice suite's missions are the Architect's to it
 SELECTOR = "analyze_metacognitive_log_and_propose_fine_tuning"
 CHECK_EVERY_S = 2.0
 RULE_MAX = 300
@@ -65,7 +67,9 @@ MENU = {
     "tuning": "candidates (1 to 6: methods compared when the first fails or looks wrong), context_chars (0 to 4000: "
               "memory shown), skills_shown (0 to 4: similar methods shown), repair_samples (0 to 6: repairs "
               "sampled next to the greedy one when a method fails its examples), or code_samples (0 to 6: "
-              "methods written by plain code completion when the first fails or looks wrong) (value: a number)",
+              "methods written by plain code completion when the first fails or looks wrong), or plan_examples (0 to 4: "
+              "example calls BRICK's plan writes to test each method; each costs plan tokens, and a wrong one "
+              "sends a right method to be sampled and repaired) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
@@ -94,6 +98,16 @@ def proposal_schema(exclude: frozenset = frozenset()) -> dict:
 
 
 PROPOSAL_SCHEMA = proposal_schema()
+
+
+@dataclasses.dataclass(frozen=True)
+class Practice:
+    """One practice mission: the brief as the Architect gave it (the cycle plans,
+    writes and tests as it would for the Architect), and the checks its method must
+    pass afterwards, which the cycle is not shown (a verified mission's kept examples;
+    a failed one's own examples, which its brief holds too)."""
+    mission: MissionBrief
+    checks: list
 
 
 class Preempted(Exception):
@@ -152,7 +166,24 @@ def analyze(events: list[dict]) -> dict:
         "mean_attempts": round(statistics.fmean(e.get("attempts") or 1 for e in ends), 2) if ends else None,
         "mean_cem": round(statistics.fmean(scores), 3) if scores else None,
         "installed_candidate_kinds": dict(installed),
+        # a method installed though it missed some of its examples: an example was wrong
+        # (BRICK's, mostly), and the cycle sampled and repaired a right method for nothing
+        "examples": _examples_story(ends),
     }
+
+
+def _examples_story(ends: list[dict]) -> dict:
+    """Completed cycles whose method passed all its examples, and those installed though
+    it missed some: how many, and their median seconds."""
+    done = [e for e in ends if e.get("state") == "COMPLETE" and isinstance(e.get("examples_run"), int)
+            and e["examples_run"] > 0]
+    missed = [e for e in done if (e.get("examples_passed") or 0) < e["examples_run"]]
+    clean = [e for e in done if e not in missed]
+
+    def median(rows: list[dict]) -> Optional[float]:
+        return round(statistics.median(float(e.get("duration_s") or 0) for e in rows), 1) if rows else None
+    return {"installed_passing_all": len(clean), "installed_missing_some": len(missed),
+            "median_cycle_s_passing_all": median(clean), "median_cycle_s_missing_some": median(missed)}
 
 
 # ------------------------------------------------------------------ proposals
@@ -176,6 +207,12 @@ def check_proposal(p: dict) -> dict:
     else:
         raise BadProposal(f"not a change the menu offers: {json.dumps(p)[:300]}")
     return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
+
+
+def _forget(obj: Any, selector: str) -> None:
+    """Take a method off an object (a scratch copy's, before its mission is practised)."""
+    if selector in obj._slots:
+        delattr(obj, selector)
 
 
 def _key(p: dict) -> tuple:
@@ -309,7 +346,7 @@ class Autotelic:
             analysis = analyze(events)
             record["analysis"] = analysis
             suite = self.practice_suite(events)
-            record["practice"] = [m.selector for m in suite]
+            record["practice"] = [p.mission.selector for p in suite]
             if not suite:      # nothing to judge a proposal by: ALFRED is not asked for one
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
@@ -411,7 +448,8 @@ class Autotelic:
         machine object and the tuned states' token budgets."""
         out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
                                "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES,
-                               "code_samples": self.settings.CODE_SAMPLES}
+                               "code_samples": self.settings.CODE_SAMPLES,
+                               "plan_examples": self.settings.PLAN_EXAMPLES}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
             out.update(tunables(objects.get("psm_obj")))
@@ -422,7 +460,7 @@ class Autotelic:
                         obj._slots.get("max_tokens"), obj._slots.get("max_tokens_setting"), self.settings)
         return out
 
-    def practice_suite(self, events: Optional[list[dict]] = None) -> list[MissionBrief]:
+    def practice_suite(self, events: Optional[list[dict]] = None) -> list[Practice]:
         """What a proposal is practised on (``AUTOTELIC_PRACTICE`` missions): the latest
         missions that failed on the Architect's own examples and have not been solved
         since (at most half the suite, and one at least in a suite of two or more: a
@@ -430,10 +468,10 @@ class Autotelic:
         one only when nothing is verified), then the latest verified missions
         (completed cycles whose method still keeps examples)."""
         n = self.settings.AUTOTELIC_PRACTICE
-        unsolved = self.unsolved_missions(n, events)
+        unsolved = [Practice(m, [list(x) for x in m.examples]) for m in self.unsolved_missions(n, events)]
         # a method installed once, whose later cycle failed: practised as the unsolved one
-        names = {m.selector for m in unsolved}
-        verified = [m for m in self.verified_missions(n + len(names)) if m.selector not in names]
+        names = {p.mission.selector for p in unsolved}
+        verified = [p for p in self.verified_missions(n + len(names)) if p.mission.selector not in names]
         room = max(1, n // 2) if n > 1 else 0
         take = min(len(unsolved), max(room, n - len(verified)))
         return verified[:n - take] + unsolved[:take]
@@ -444,7 +482,7 @@ class Autotelic:
         here if not given)."""
         last: dict[tuple[str, str], dict] = {}
         for e in events if events is not None else read_events(self.settings.log_path):
-            if e.get("event") == "cycle_end" and not e.get("practice") and e.get("target") == "genesis_obj":
+            if e.get("event") == "cycle_end" and not e.get("practice") and e.get("target") == TARGET_PRACTICE:
                 last[(str(e.get("target")), str(e.get("selector")))] = e
         out: list[MissionBrief] = []
         for e in sorted(last.values(), key=lambda e: -float(e.get("ts") or 0)):
@@ -460,16 +498,19 @@ class Autotelic:
                 break
         return out
 
-    def verified_missions(self, limit: int) -> list[MissionBrief]:
-        """The latest verified missions: completed cycles whose method still keeps examples."""
-        out: list[MissionBrief] = []
+    def verified_missions(self, limit: int) -> list[Practice]:
+        """The latest verified missions: completed cycles whose method still keeps
+        examples, each as the Architect gave it, checked by those examples.  (Given the
+        kept examples in its brief, a practice cycle was shown the answers and asked BRICK
+        for none: nothing that plans, samples or repairs was practised as it is used.)"""
+        out: list[Practice] = []
         seen: set[tuple[str, str]] = set()
         with self.kernel.image.reading() as s:
             cycles = s.root["cycles"]
             records = sorted(cycles.values(), key=lambda c: -float(c.get("finished_at") or 0))
             for c in records:
                 key = (str(c.get("target")), str(c.get("selector")))
-                if key in seen or key[0] != "genesis_obj":
+                if key in seen or key[0] != TARGET_PRACTICE:
                     continue
                 seen.add(key)
                 found = s.get(key[0])._slots.get(key[1])
@@ -477,11 +518,10 @@ class Autotelic:
                 if not examples:
                     continue
                 try:
-                    mission = MissionBrief.model_validate({**dict(c.get("mission") or {}),
-                                                           "examples": examples[:6]})
+                    mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
                 except Exception:
                     continue
-                out.append(mission)
+                out.append(Practice(mission, examples[:6]))
                 if len(out) >= limit:
                     break
         return out
@@ -546,13 +586,18 @@ class Autotelic:
         elif present == proposal["value"]:
             raise BadProposal(f"{proposal['target']} is already {proposal['value']!r}")
 
-    def _practise(self, suite: list[MissionBrief], proposal: dict, cancel: threading.Event,
+    def _practise(self, suite: list[Practice], proposal: dict, cancel: threading.Event,
                   round_id: str, adapter: Optional[tuple[str, Path]] = None) -> tuple[dict, dict]:
         """Run the suite as real cycles with the current configuration and with the
         proposed one, each on its own scratch copy of the image (the proposal applied to
         its copy only), mission by mission in alternating order (ABBA), every run from a
         cold model context (the second of two identical prompts would otherwise find the
-        first one's kept prefix); pass counts and median cycle times."""
+        first one's kept prefix); pass counts and median cycle times.
+
+        Each mission is practised as it was first taught: its method is taken off the
+        scratch copy's object first (left there, the cycle was shown it and its examples,
+        and replaced it), and it passes when its cycle completes and the method it wrote
+        passes the mission's checks in the sandbox."""
         import ZODB
         from ZODB.DemoStorage import DemoStorage
         k = self.kernel
@@ -573,7 +618,7 @@ class Autotelic:
             if k.psm.memory is not None and suite:     # the embedder and the vector index too: the
                 try:                                  # first arm spent 7.5 s without a model call
                     with k.image.reading() as s:
-                        k.psm.memory.search(s.root, suite[0].intent or suite[0].selector, 1)
+                        k.psm.memory.search(s.root, suite[0].mission.intent or suite[0].mission.selector, 1)
                 except Exception as exc:
                     log.info("autotelic: the memory's warm-up search failed: %s", exc)
             machines = {}
@@ -586,26 +631,38 @@ class Autotelic:
                 psm.memory = k.psm.memory
                 machines[name] = psm
             runs: dict[str, list] = {"current": [], "proposed": []}
-            for i, mission in enumerate(suite):
+            passes: dict[str, list] = {"current": [], "proposed": []}
+            for i, practice in enumerate(suite):
                 order = ("current", "proposed") if i % 2 == 0 else ("proposed", "current")
+                mission = practice.mission
                 for name in order:
                     if cancel.is_set():
                         raise Preempted("an Architect request arrived")
+                    arms[name].transact(lambda s: _forget(s.get(TARGET_PRACTICE), mission.selector),
+                                        note="practice: the method taken off")
                     reset = getattr(models, "reset_contexts", None)
                     if reset is not None:
                         reset()
-                    result = machines[name].run(f"{round_id}-{name[0]}{i}", "genesis_obj", mission, cancel)
+                    result = machines[name].run(f"{round_id}-{name[0]}{i}", TARGET_PRACTICE, mission, cancel)
                     if cancel.is_set():
                         raise Preempted("an Architect request arrived")
                     runs[name].append(result)
-            return tuple({"passed": sum(r.state == "COMPLETE" and all(e.get("passed") for e in r.examples)
-                                        for r in runs[name]),
-                          "missions": len(suite),
+                    passes[name].append(result.state == "COMPLETE" and self._checks_pass(practice, result.source))
+            return tuple({"passed": sum(passes[name]), "missions": len(suite),
                           "median_s": round(statistics.median(r.duration_s for r in runs[name]), 2)}
                          for name in ("current", "proposed"))   # type: ignore[return-value]
         finally:
             for scratch in arms.values():
                 scratch.close()
+
+    def _checks_pass(self, practice: Practice, source: Optional[str]) -> bool:
+        """Does the method a practice cycle wrote pass the mission's checks (run in the
+        sandbox, as VALIDATING runs examples)?"""
+        if not source or not practice.checks:
+            return bool(source)
+        outcomes = self.kernel._try_threadsafe(TARGET_PRACTICE, practice.mission.selector, source,
+                                               [list(x) for x in practice.checks])
+        return all(o.passed for o in outcomes)
 
     @staticmethod
     def _adopt(s: Any, record: dict, proposal: dict) -> dict:

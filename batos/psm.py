@@ -105,35 +105,43 @@ PLAN_SCHEMA = {
 CONTEXT_CHARS = 1500     # knowledge handed to SYNTHESIZING
 
 ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that would help write the method below"
-ASK_EXAMPLES = ("3 or 4 examples of calls to {it}, one for each rule or edge case in the Architect's words: "
+ASK_EXAMPLES = ("{count} of calls to {it}, one for each rule or edge case in the Architect's words: "
                 "the arguments (a JSON list of values of the types the method takes; numbers, lists and "
                 "booleans as JSON values, not in quotes) and the exact value it must return")
+PLAN_EXAMPLES_COUNT = {1: "1 example", 2: "1 or 2 examples", 3: "2 or 3 examples", 4: "3 or 4 examples"}
 
 
-def plan_schema(queries: bool, examples: bool, n_args: Optional[int] = None) -> dict:
-    """PLAN_SCHEMA with only the parts asked for; with ``n_args``, every example's
-    arguments are exactly that many (a plan for ``next_ticket()`` otherwise gave calls
-    with one argument, which the method cannot take, and so no example at all)."""
+def plan_schema(queries: bool, examples: int, n_args: Optional[int] = None) -> dict:
+    """PLAN_SCHEMA with only the parts asked for (``examples``: at most that many example
+    calls, 0: none; True: MAX_PROPOSED); with ``n_args``, every example's arguments are
+    exactly that many (a plan for ``next_ticket()`` otherwise gave calls with one
+    argument, which the method cannot take, and so no example at all)."""
+    examples = MAX_PROPOSED if examples is True else int(examples)
     props = {k: v for k, v in PLAN_SCHEMA["properties"].items()
-             if (k == "queries" and queries) or (k == "examples" and examples)}
-    if "examples" in props and n_args is not None:
+             if (k == "queries" and queries) or (k == "examples" and examples > 0)}
+    if "examples" in props and (n_args is not None or examples < MAX_PROPOSED):
         ex = json.loads(json.dumps(props["examples"]))
-        ex["items"]["properties"]["args"] = {"type": "array", "minItems": n_args, "maxItems": n_args, "items": {
-            "anyOf": [{"type": t} for t in ("string", "number", "boolean", "null", "array", "object")]}}
+        ex["maxItems"] = min(examples, MAX_PROPOSED)
+        if n_args is not None:
+            ex["items"]["properties"]["args"] = {"type": "array", "minItems": n_args, "maxItems": n_args, "items": {
+                "anyOf": [{"type": t} for t in ("string", "number", "boolean", "null", "array", "object")]}}
         props["examples"] = ex
     return {"type": "object", "properties": props, "required": list(props)}
 
 
-def plan_asks(queries: bool, examples: bool) -> str:
-    """What DECOMPOSING's instructions ask BRICK for (their ``{plan_asks}``)."""
+def plan_asks(queries: bool, examples: int) -> str:
+    """What DECOMPOSING's instructions ask BRICK for (their ``{plan_asks}``);
+    ``examples``: how many example calls (0: none; True: MAX_PROPOSED)."""
+    examples = MAX_PROPOSED if examples is True else int(examples)
+    count = PLAN_EXAMPLES_COUNT[min(examples, MAX_PROPOSED)] if examples > 0 else ""
     if queries and examples:
-        return f"{ASK_QUERIES}, and {ASK_EXAMPLES.format(it='it')}"
-    return ASK_QUERIES if queries else ASK_EXAMPLES.format(it="the method below")
+        return f"{ASK_QUERIES}, and {ASK_EXAMPLES.format(count=count, it='it')}"
+    return ASK_QUERIES if queries else ASK_EXAMPLES.format(count=count, it="the method below")
 SKILLS_SHOWN = 2         # similar installed methods shown as examples
 # the state machine object's tunable slots (the self-tuning loop may change them):
 # {slot -> (kind, lowest, highest)}; unset, a cycle uses the setting or constant
 TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_shown": (int, 0, 4),
-            "repair_samples": (int, 0, 6), "code_samples": (int, 0, 6)}
+            "repair_samples": (int, 0, 6), "code_samples": (int, 0, 6), "plan_examples": (int, 0, MAX_PROPOSED)}
 # a repair of a method that fails examples asks for the bug in words before the code: the
 # embedded model, shown its method and the failure, mostly rewrote the same method (0 of
 # 15 lab repairs right); asked to say first which step is wrong, 3 of 15 were
@@ -283,7 +291,7 @@ class CognitiveCycle:
     snapshot: Optional[Snapshot] = None
     steps: list[StepRecord] = dataclasses.field(default_factory=list)
     queries: list[str] = dataclasses.field(default_factory=list)
-    plan_wants: tuple[bool, bool] = (True, True)   # DECOMPOSING asks for (queries, examples)
+    plan_wants: tuple[bool, int] = (True, MAX_PROPOSED)   # DECOMPOSING asks for (queries, how many examples)
     relevant: Optional[list[dict]] = None  # memory chunks similar to the mission (None: not searched)
     context: str = ""
     skills: list[str] = dataclasses.field(default_factory=list)   # sources of similar methods
@@ -681,7 +689,10 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
     if psm.memory is not None:
         cycle.relevant = _similar_chunks(psm, cycle, None)
     want_queries = psm.memory is None or bool(cycle.relevant)
-    want_examples = not cycle.trusted
+    # how many example calls BRICK writes (PLAN_EXAMPLES, or the tunable): each costs
+    # about 12 tokens of the plan, and a wrong one sends a right first method to be
+    # sampled and repaired; 0: none (only the Architect's own examples are run)
+    want_examples = 0 if cycle.trusted else cycle.snapshot.tuning.get("plan_examples", psm.settings.PLAN_EXAMPLES)
     cycle.plan_wants = (want_queries, want_examples)
     step.data["plan_asked"] = [w for w, on in (("queries", want_queries), ("examples", want_examples)) if on]
     if not (want_queries or want_examples):

@@ -68,7 +68,7 @@ def test_a_proposal_of_the_value_already_in_force_is_refused_before_practice(ker
 
 
 def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
-    assert kernel.kernel.autotelic.practice_suite()[0].selector == "double"
+    assert kernel.kernel.autotelic.practice_suite()[0].mission.selector == "double"
     # current config fails (its first candidate and the one sampled next to it), proposed
     # passes at once
     record = round_(kernel, methods=[WRONG, WRONG, RIGHT])
@@ -352,8 +352,9 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
         while not a.unsolved_missions(2) and time.monotonic() < deadline:
             k.loop.run_until_complete(asyncio.sleep(0.05))
         suite = a.practice_suite()
-        assert [m.selector for m in suite] == ["double", "triple"], suite
-        assert suite[1].examples == [[[2], 6]] and suite[1].intent == "return three times n"
+        assert [p.mission.selector for p in suite] == ["double", "triple"], suite
+        assert suite[1].mission.examples == [[[2], 6]] and suite[1].mission.intent == "return three times n"
+        assert suite[1].checks == [[[2], 6]]
         # ABBA: double (current, proposed), then triple (proposed, current); only the
         # proposed configuration's triple passes
         k.kernel.psm.models = ScriptedModel(plan={"queries": ["x"], "examples": []},
@@ -369,16 +370,16 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
         while a.unsolved_missions(2) and time.monotonic() < deadline:
             k.loop.run_until_complete(asyncio.sleep(0.05))
         assert a.unsolved_missions(2) == []
-        assert sorted(m.selector for m in a.practice_suite()) == ["double", "triple"]
+        assert sorted(p.mission.selector for p in a.practice_suite()) == ["double", "triple"]
         # a verified method whose later cycle failed is practised once: as the unsolved one
         off = RIGHT.replace("n * 2", "n - 1")
         assert teach("double", [off, off], "return twice n") == "FAILED"
         deadline = time.monotonic() + 10
         while not a.unsolved_missions(2) and time.monotonic() < deadline:
             k.loop.run_until_complete(asyncio.sleep(0.05))
-        assert [m.selector for m in a.practice_suite()] == ["triple", "double"]
+        assert [p.mission.selector for p in a.practice_suite()] == ["triple", "double"]
         a.settings = dataclasses.replace(a.settings, AUTOTELIC_PRACTICE=3)    # room for both lists
-        assert [m.selector for m in a.practice_suite()] == ["triple", "double"]
+        assert [p.mission.selector for p in a.practice_suite()] == ["triple", "double"]
     finally:
         k.close()
 
@@ -391,3 +392,59 @@ def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     assert not autotelic.wins(score(2, 13.5), score(2, 15.0), 0.15)      # 10 %: within the margin
     assert not autotelic.wins(score(2, 1.0), score(2, 1.5), 0.15)        # 33 % but 0.5 s: noise
     assert not autotelic.wins(score(0, 10.0), score(0, 30.0), 0.15)      # failing sooner is no gain
+
+
+def test_a_practice_cycle_is_taught_as_the_architect_taught_it_and_scored_by_the_kept_checks(tmp_path):
+    """A verified mission is practised from the Architect's words alone: its method is
+    taken off the scratch copy first (the cycle is not shown it, nor the examples it
+    keeps), BRICK is asked for examples as in a real cycle, and the method the practice
+    writes passes only if it passes the kept examples afterwards, in the sandbox.  Here
+    the current arm writes a wrong method that no example in its cycle catches (BRICK
+    gives none): it completes, and the checks fail it."""
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "1", "BATOS_CODE_SAMPLES": "0", "BATOS_REPAIR_SAMPLES": "0",
+        "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "1"}))
+    try:
+        # taught from words alone; BRICK's example (3 -> 6) is what the method keeps
+        k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": [{"args": [3], "expected": 6}]},
+                                            methods=[RIGHT])
+        brief = MissionBrief(selector="double", args=["n"], intent="return twice n")
+        assert k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"] == "COMPLETE"
+        a = k.kernel.autotelic
+        [practice] = a.practice_suite()
+        assert practice.mission.examples == [] and practice.checks == [[[3], 6]]
+        model = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=[WRONG, RIGHT])
+        k.kernel.psm.models = model
+        record = k.loop.run_until_complete(a.run_round({"kind": "tuning", "target": "plan_examples",
+                                                        "value": 2, "why": "w"}))
+        # the current arm's cycle completed with its wrong method; the checks failed it
+        ends = {e["config"]: e for e in events(tmp_path, "cycle_end") if e.get("practice") == record["id"]}
+        assert ends["current"]["state"] == "COMPLETE" and "n + 2" in ends["current"]["artifact"]
+        assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
+        assert record["adopted"] is True, record
+        # neither arm's prompts held the method or its kept example; each plan asked for
+        # examples, as many as its arm's configuration says
+        plans = [c for c in model.calls if c.get("grammar") is not None]
+        writes = [c for c in model.calls if c.get("grammar") is None]
+        assert len(plans) == 2 and len(writes) == 2
+        assert all("n * 2" not in json.dumps(c["messages"]) for c in model.calls)
+        assert all("double(3)" not in json.dumps(c["messages"]) for c in writes)
+        asked = [json.dumps(c["messages"]) for c in plans]
+        assert "3 or 4 examples" in asked[0] and "1 or 2 examples" in asked[1]
+        assert [c["grammar"]["properties"]["examples"]["maxItems"] for c in plans] == [4, 2]
+        # the live image still has its own method, and now the adopted tunable
+        with k.image.reading() as s:
+            assert s.get("genesis_obj")._slots["double"].source.strip().endswith("return n * 2")
+            assert s.get("psm_obj")._slots.get("plan_examples") == 2
+    finally:
+        k.close()
+
+
+def test_the_plan_asks_for_as_many_examples_as_configured_and_none_at_0():
+    from batos.psm import MAX_PROPOSED, PLAN_SCHEMA, plan_asks, plan_schema
+    assert plan_schema(True, MAX_PROPOSED) == PLAN_SCHEMA          # the default: the plan as before
+    assert "examples" not in plan_schema(True, 0)["properties"] and plan_schema(True, 0)["required"] == ["queries"]
+    assert plan_schema(False, 3, 1)["properties"]["examples"]["maxItems"] == 3
+    assert "examples" not in plan_asks(True, 0) and "3 or 4 examples" in plan_asks(True, True)
+    assert plan_asks(False, 1).startswith("1 example of calls")

@@ -45,6 +45,8 @@ def test_environment_overrides_each_setting(tmp_path):
     ({"BATOS_DEFAULT_PERSONA_MODEL": "JOKER"}, "BATOS_DEFAULT_PERSONA_MODEL"),
     ({"BATOS_LLM_TEMPERATURE": "9"}, "BATOS_LLM_TEMPERATURE"),
     ({"BATOS_DB_FILE": ""}, "BATOS_DB_FILE"),
+    ({"BATOS_PLAN_EXAMPLES": "5"}, "BATOS_PLAN_EXAMPLES"),
+    ({"BATOS_PLAN_EXAMPLES": "-1"}, "BATOS_PLAN_EXAMPLES"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_variable(env, needle):
     with pytest.raises(config.ConfigError) as info:
