@@ -46,7 +46,8 @@ from persistent.mapping import PersistentMapping
 from batos.genesis import PERSONA_PROTOTYPES, state_oid
 from batos.image import Image
 from batos.protocol import MissionBrief
-from batos.psm import CONTEXT_CHARS, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine, token_budget, tunables
+from batos.psm import (CONTEXT_CHARS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine, token_budget,
+                       tunables)
 
 if TYPE_CHECKING:
     from batos.kernel import Kernel
@@ -170,6 +171,47 @@ def analyze(events: list[dict]) -> dict:
         # (BRICK's, mostly), and the cycle sampled and repaired a right method for nothing
         "examples": _examples_story(ends),
     }
+
+
+def suggestions(analysis: dict, configuration: dict) -> list[dict]:
+    """Experiments the record points to, most cycles concerned first: each a menu change
+    with the figures that suggest it (ALFRED is shown them and picks one, or proposes
+    something else; a 1.5B model asked to read the figures alone proposed system-prompt
+    lines that repeated its own prompt).  The rules: methods installed though they missed
+    some of their examples, and slower for it, suggest halving BRICK's examples; cycles
+    failed on their examples suggest more code completions, then more candidates; a state
+    whose answers fill its token budget suggests doubling it."""
+    out: list[tuple[int, dict]] = []
+    story = analysis.get("examples") or {}
+    clean, missed = story.get("installed_passing_all") or 0, story.get("installed_missing_some") or 0
+    fast, slow = story.get("median_cycle_s_passing_all"), story.get("median_cycle_s_missing_some")
+    wanted = configuration.get("plan_examples", MAX_PROPOSED)
+    if clean + missed >= 4 and missed >= 0.15 * (clean + missed) and fast and slow and slow >= 1.5 * fast \
+            and wanted > 1:
+        out.append((missed, {"kind": "tuning", "target": "plan_examples", "value": max(1, wanted // 2),
+                             "why": f"{missed} of {clean + missed} methods were installed though they missed some "
+                                    f"of their examples (median cycle {slow} s against {fast} s): BRICK's examples "
+                                    "are often wrong, and each wrong one sends a right method to be sampled and "
+                                    "repaired; fewer examples cost fewer plan tokens too"}))
+    cycles = analysis.get("cycles") or 0
+    failed = (analysis.get("failure_phases") or {}).get("examples", 0)
+    if cycles and failed >= max(1, 0.1 * cycles):
+        kinds = analysis.get("installed_candidate_kinds") or {}
+        for slot, kind in (("code_samples", "code completion"), ("candidates", "chat sample")):
+            now, high = configuration.get(slot), TUNABLES[slot][2]
+            if isinstance(now, int) and now < high:
+                out.append((failed, {"kind": "tuning", "target": slot, "value": min(high, now + 2),
+                                     "why": f"{failed} of {cycles} cycles failed on their examples; "
+                                            f"{kinds.get(kind, 0)} installed methods were a {kind}: more of "
+                                            "them give the failing missions more tries"}))
+    for state in TUNED_STATES:
+        used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
+        budget = configuration.get(f"{state} max_tokens")
+        if isinstance(used, (int, float)) and isinstance(budget, int) and used >= 0.9 * budget and budget < 1024:
+            out.append((cycles, {"kind": "max_tokens", "target": state, "value": min(1024, budget * 2),
+                                 "why": f"{state}'s answers average {used} tokens of a {budget}-token budget: "
+                                        "some are cut off"}))
+    return [p for _, p in sorted(out, key=lambda x: -x[0])]
 
 
 def _examples_story(ends: list[dict]) -> dict:
@@ -401,14 +443,19 @@ class Autotelic:
         tried_line = ("Changes already tried (propose a different one): "
                       + "; ".join(f"{p.get('kind')} {p.get('target')}={p.get('value')!r}" for p in tried)
                       + "\n") if tried else ""
+        seen = {_key(p) for p in tried}
+        now = self.configuration()
+        suggested = [p for p in suggestions(analysis, now) if _key(p) not in seen]
+        suggested_line = ("Experiments the record suggests (the first concerns the most cycles; take one, or "
+                          "propose another from the menu):\n"
+                          + "\n".join(f"- {json.dumps(p)}" for p in suggested) + "\n") if suggested else ""
         prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
                   f"or finish faster. The record:\n{json.dumps(analysis, indent=1)[:3000]}\n\n"
-                  f"The configuration now: {json.dumps(self.configuration())}\n"
-                  f"Propose exactly one change from this menu:\n{menu}\n{tried_line}"
-                  "Prefer a change that answers the most common failure. Answer in JSON with kind, "
-                  "target, value and why.")
+                  f"The configuration now: {json.dumps(now)}\n"
+                  f"Propose exactly one change from this menu:\n{menu}\n{tried_line}{suggested_line}"
+                  "Prefer a change that answers the most common failure or the largest waste of time. "
+                  "Answer in JSON with kind, target, value and why.")
         messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-        seen = {_key(p) for p in tried}
         raw: Any = None
         # a small model's greedy answer ignores the tried list (three rounds proposed
         # candidates=1 three times): once more at a temperature, then refused unpractised.

@@ -448,3 +448,26 @@ def test_the_plan_asks_for_as_many_examples_as_configured_and_none_at_0():
     assert plan_schema(False, 3, 1)["properties"]["examples"]["maxItems"] == 3
     assert "examples" not in plan_asks(True, 0) and "3 or 4 examples" in plan_asks(True, True)
     assert plan_asks(False, 1).startswith("1 example of calls")
+
+
+def test_the_record_suggests_experiments_from_its_figures():
+    """Wrong examples that cost time suggest halving BRICK's examples; failures on
+    examples suggest more code completions and candidates (not past their range); a
+    state whose answers fill its budget suggests doubling it; most cycles concerned
+    first.  A clean record suggests nothing."""
+    now = {"candidates": 6, "code_samples": 4, "plan_examples": 4,
+           "DECOMPOSING max_tokens": 128, "SYNTHESIZING max_tokens": 512}
+    record = {"cycles": 40, "failure_phases": {"examples": 5}, "installed_candidate_kinds": {"code completion": 2},
+              "mean_model_use": {"DECOMPOSING": {"completion_tokens": 120.0}, "SYNTHESIZING": {"completion_tokens": 90.0}},
+              "examples": {"installed_passing_all": 23, "installed_missing_some": 12,
+                           "median_cycle_s_passing_all": 11.6, "median_cycle_s_missing_some": 28.2}}
+    got = autotelic.suggestions(record, now)
+    assert [(p["kind"], p["target"], p["value"]) for p in got] == [
+        ("max_tokens", "DECOMPOSING", 256), ("tuning", "plan_examples", 2), ("tuning", "code_samples", 6)]
+    assert "12 of 35" in got[1]["why"] and all(autotelic.check_proposal(p) for p in got)
+    assert autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6,
+                                          "DECOMPOSING max_tokens": 1024}) == []
+    clean = {"cycles": 40, "failure_phases": {"examples": 1},
+             "examples": {"installed_passing_all": 38, "installed_missing_some": 1,
+                          "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}}
+    assert autotelic.suggestions(clean, now) == []
