@@ -6,17 +6,22 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
 ``alfred_prototype_obj`` on the cycle thread, like a cycle.  A round:
 
 1. reads the record back: ``metacognition.jsonl``'s cycles (not practice ones) give
-   pass rates, failure phases and reasons, time per state and CEM (``analyze``);
-2. asks ALFRED (its model, grammar-constrained JSON) for one change from a fixed
-   menu (``MENU``): a state's token budget, a rule added to a state's instructions
+   pass rates, failure phases and reasons, time per state, CEM, the kinds of
+   candidates installed, and the methods installed though they missed some of their
+   examples (``analyze``), from which ``suggestions`` derives experiments;
+2. asks ALFRED (its model, grammar-constrained JSON), shown the record, the
+   configuration and the suggested experiments, for one change from a fixed menu
+   (``MENU``): a state's token budget, a rule added to a state's instructions
    (reflective mutation from the failures read), a tunable of the state machine
-   object (candidates, context, skills shown), or a line added to a persona's
-   system prompt;
-3. evaluates it: a practice suite built from the system's own verified missions
-   (completed cycles whose method still keeps its examples) runs as real cycles with
-   the current configuration and with the proposed one, each on its own scratch copy
-   of the image (a ``DemoStorage`` over the live storage: nothing reaches the Living
-   Image);
+   object (``TUNABLES``: candidates, context, skills shown, repair and code samples,
+   BRICK's plan examples), a line added to a persona's system prompt, or a LoRA
+   adapter;
+3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
+   latest unsolved ones that failed on the Architect's examples and the latest
+   verified ones (taught again from the Architect's words, their method taken off,
+   then checked by the examples it kept) runs as real cycles with the current
+   configuration and with the proposed one, each on its own scratch copy of the image
+   (a ``DemoStorage`` over the live storage: nothing reaches the Living Image);
 4. adopts it, in one transaction on the state objects, only if the practice score
    improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster.
 
@@ -45,7 +50,9 @@ from persistent.mapping import PersistentMapping
 
 from batos.genesis import PERSONA_PROTOTYPES, state_oid
 from batos.image import Image
+from batos.examples import asks_for_state
 from batos.protocol import MissionBrief
+from batos.uvm import Method
 from batos.psm import (CONTEXT_CHARS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine, token_budget,
                        tunables)
 
@@ -104,11 +111,15 @@ PROPOSAL_SCHEMA = proposal_schema()
 @dataclasses.dataclass(frozen=True)
 class Practice:
     """One practice mission: the brief as the Architect gave it (the cycle plans,
-    writes and tests as it would for the Architect), and the checks its method must
-    pass afterwards, which the cycle is not shown (a verified mission's kept examples;
-    a failed one's own examples, which its brief holds too)."""
+    writes and tests as it would for the Architect), and the checks the method it
+    writes must pass afterwards.  A verified mission's checks are the examples its
+    method keeps, which the cycle is not shown, and its method is taken off the scratch
+    copy first (``forget``); an unsolved mission is practised as it failed: its checks
+    are its brief's own examples, and a method it would replace stays (its examples
+    held the real cycle to account too)."""
     mission: MissionBrief
     checks: list
+    forget: bool = True
 
 
 class Preempted(Exception):
@@ -180,7 +191,8 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     lines that repeated its own prompt).  The rules: methods installed though they missed
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
     failed on their examples suggest more code completions, then more candidates; a state
-    whose answers fill its token budget suggests doubling it."""
+    whose answers fill its token budget on average suggests doubling it (last: how many
+    cycles were cut off is not known from the mean)."""
     out: list[tuple[int, dict]] = []
     story = analysis.get("examples") or {}
     clean, missed = story.get("installed_passing_all") or 0, story.get("installed_missing_some") or 0
@@ -208,7 +220,7 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
         budget = configuration.get(f"{state} max_tokens")
         if isinstance(used, (int, float)) and isinstance(budget, int) and used >= 0.9 * budget and budget < 1024:
-            out.append((cycles, {"kind": "max_tokens", "target": state, "value": min(1024, budget * 2),
+            out.append((0, {"kind": "max_tokens", "target": state, "value": min(1024, budget * 2),
                                  "why": f"{state}'s answers average {used} tokens of a {budget}-token budget: "
                                         "some are cut off"}))
     return [p for _, p in sorted(out, key=lambda x: -x[0])]
@@ -217,10 +229,11 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
 def _examples_story(ends: list[dict]) -> dict:
     """Completed cycles whose method passed all its examples, and those installed though
     it missed some: how many, and their median seconds."""
-    done = [e for e in ends if e.get("state") == "COMPLETE" and isinstance(e.get("examples_run"), int)
-            and e["examples_run"] > 0]
-    missed = [e for e in done if (e.get("examples_passed") or 0) < e["examples_run"]]
-    clean = [e for e in done if e not in missed]
+    clean: list[dict] = []
+    missed: list[dict] = []
+    for e in ends:
+        if e.get("state") == "COMPLETE" and isinstance(e.get("examples_run"), int) and e["examples_run"] > 0:
+            (missed if (e.get("examples_passed") or 0) < e["examples_run"] else clean).append(e)
 
     def median(rows: list[dict]) -> Optional[float]:
         return round(statistics.median(float(e.get("duration_s") or 0) for e in rows), 1) if rows else None
@@ -252,8 +265,9 @@ def check_proposal(p: dict) -> dict:
 
 
 def _forget(obj: Any, selector: str) -> None:
-    """Take a method off an object (a scratch copy's, before its mission is practised)."""
-    if selector in obj._slots:
+    """Take a method off an object (a scratch copy's, before its mission is practised);
+    a data slot of that name stays."""
+    if isinstance(obj._slots.get(selector), Method):
         delattr(obj, selector)
 
 
@@ -515,7 +529,8 @@ class Autotelic:
         one only when nothing is verified), then the latest verified missions
         (completed cycles whose method still keeps examples)."""
         n = self.settings.AUTOTELIC_PRACTICE
-        unsolved = [Practice(m, [list(x) for x in m.examples]) for m in self.unsolved_missions(n, events)]
+        unsolved = [Practice(m, [list(x) for x in m.examples], forget=False)
+                    for m in self.unsolved_missions(n, events)]
         # a method installed once, whose later cycle failed: practised as the unsolved one
         names = {p.mission.selector for p in unsolved}
         verified = [p for p in self.verified_missions(n + len(names)) if p.mission.selector not in names]
@@ -567,6 +582,10 @@ class Autotelic:
                 try:
                     mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
                 except Exception:
+                    continue
+                if asks_for_state(mission.selector, mission.intent):
+                    # its kept examples were run on the object's data of that day; checked
+                    # on today's, a right method fails them in both arms
                     continue
                 out.append(Practice(mission, examples[:6]))
                 if len(out) >= limit:
@@ -685,8 +704,9 @@ class Autotelic:
                 for name in order:
                     if cancel.is_set():
                         raise Preempted("an Architect request arrived")
-                    arms[name].transact(lambda s: _forget(s.get(TARGET_PRACTICE), mission.selector),
-                                        note="practice: the method taken off")
+                    if practice.forget:
+                        arms[name].transact(lambda s: _forget(s.get(TARGET_PRACTICE), mission.selector),
+                                            note="practice: the method taken off")
                     reset = getattr(models, "reset_contexts", None)
                     if reset is not None:
                         reset()
@@ -694,7 +714,8 @@ class Autotelic:
                     if cancel.is_set():
                         raise Preempted("an Architect request arrived")
                     runs[name].append(result)
-                    passes[name].append(result.state == "COMPLETE" and self._checks_pass(practice, result.source))
+                    passes[name].append(result.state == "COMPLETE"
+                                        and self._checks_pass(practice, result.source, cancel))
             return tuple({"passed": sum(passes[name]), "missions": len(suite),
                           "median_s": round(statistics.median(r.duration_s for r in runs[name]), 2)}
                          for name in ("current", "proposed"))   # type: ignore[return-value]
@@ -702,13 +723,21 @@ class Autotelic:
             for scratch in arms.values():
                 scratch.close()
 
-    def _checks_pass(self, practice: Practice, source: Optional[str]) -> bool:
+    def _checks_pass(self, practice: Practice, source: Optional[str], cancel: threading.Event) -> bool:
         """Does the method a practice cycle wrote pass the mission's checks (run in the
-        sandbox, as VALIDATING runs examples)?"""
+        sandbox, as VALIDATING runs examples)?  A sandbox that cannot run them counts
+        as a miss for that arm (logged), not as the end of the round."""
+        if cancel.is_set():
+            raise Preempted("an Architect request arrived")
         if not source or not practice.checks:
             return bool(source)
-        outcomes = self.kernel._try_threadsafe(TARGET_PRACTICE, practice.mission.selector, source,
-                                               [list(x) for x in practice.checks])
+        try:
+            outcomes = self.kernel._try_threadsafe(TARGET_PRACTICE, practice.mission.selector, source,
+                                                   [list(x) for x in practice.checks])
+        except Exception as exc:
+            log.warning("autotelic: the checks of %s could not run: %s: %s", practice.mission.selector,
+                        type(exc).__name__, exc)
+            return False
         return all(o.passed for o in outcomes)
 
     @staticmethod

@@ -692,7 +692,8 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
     # how many example calls BRICK writes (PLAN_EXAMPLES, or the tunable): each costs
     # about 12 tokens of the plan, and a wrong one sends a right first method to be
     # sampled and repaired; 0: none (only the Architect's own examples are run)
-    want_examples = 0 if cycle.trusted else cycle.snapshot.tuning.get("plan_examples", psm.settings.PLAN_EXAMPLES)
+    configured = cycle.snapshot.tuning.get("plan_examples", psm.settings.PLAN_EXAMPLES)
+    want_examples = 0 if cycle.trusted else configured
     cycle.plan_wants = (want_queries, want_examples)
     step.data["plan_asked"] = [w for w, on in (("queries", want_queries), ("examples", want_examples)) if on]
     if not (want_queries or want_examples):
@@ -705,7 +706,9 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
         plan = ResearchPlan.model_validate(load_plan(gen.text))
         cycle.queries = list(dict.fromkeys(q.strip() for q in plan.queries if q.strip()))
         n_params = len(cycle.mission.args)
-        for ex in plan.examples:      # only calls the mission's signature can take
+        # only calls the mission's signature can take, and no more than were asked for (a
+        # backend without grammars only reads the schema in the prompt)
+        for ex in plan.examples[:configured]:
             args = [typed(a) for a in ex.args]
             # a stateful method's calls repeat (next_ticket() -> 1, then 2): only a pure
             # one's are deduplicated

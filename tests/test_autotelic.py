@@ -378,6 +378,10 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
         while not a.unsolved_missions(2) and time.monotonic() < deadline:
             k.loop.run_until_complete(asyncio.sleep(0.05))
         assert [p.mission.selector for p in a.practice_suite()] == ["triple", "double"]
+        # the solved triple is verified (its method taken off for practice); double is
+        # practised as it failed: its installed method (the examples it keeps held the
+        # failed cycle) stays
+        assert [p.forget for p in a.practice_suite()] == [True, False]
         a.settings = dataclasses.replace(a.settings, AUTOTELIC_PRACTICE=3)    # room for both lists
         assert [p.mission.selector for p in a.practice_suite()] == ["triple", "double"]
     finally:
@@ -463,11 +467,61 @@ def test_the_record_suggests_experiments_from_its_figures():
                            "median_cycle_s_passing_all": 11.6, "median_cycle_s_missing_some": 28.2}}
     got = autotelic.suggestions(record, now)
     assert [(p["kind"], p["target"], p["value"]) for p in got] == [
-        ("max_tokens", "DECOMPOSING", 256), ("tuning", "plan_examples", 2), ("tuning", "code_samples", 6)]
-    assert "12 of 35" in got[1]["why"] and all(autotelic.check_proposal(p) for p in got)
+        ("tuning", "plan_examples", 2), ("tuning", "code_samples", 6), ("max_tokens", "DECOMPOSING", 256)]
+    assert "12 of 35" in got[0]["why"] and all(autotelic.check_proposal(p) for p in got)
     assert autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6,
                                           "DECOMPOSING max_tokens": 1024}) == []
     clean = {"cycles": 40, "failure_phases": {"examples": 1},
              "examples": {"installed_passing_all": 38, "installed_missing_some": 1,
                           "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}}
     assert autotelic.suggestions(clean, now) == []
+
+
+def test_the_record_counts_methods_installed_missing_examples_from_cycle_ends():
+    end = lambda state, passed, run, s: {"event": "cycle_end", "state": state, "examples_passed": passed,  # noqa: E731
+                                         "examples_run": run, "duration_s": s}
+    events = [end("COMPLETE", 4, 4, 10.0), end("COMPLETE", 3, 3, 12.0), end("COMPLETE", 1, 4, 30.0),
+              end("COMPLETE", 0, 0, 5.0), end("FAILED", 0, 1, 40.0),
+              {**end("COMPLETE", 0, 4, 99.0), "practice": "r1"}]          # practice: not the record
+    assert autotelic.analyze(events)["examples"] == {
+        "installed_passing_all": 2, "installed_missing_some": 1,
+        "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}
+
+
+def test_alfred_is_shown_the_suggested_experiments_and_not_those_already_tried(kernel):
+    a = kernel.kernel.autotelic
+    record = {"cycles": 20, "failure_phases": {}, "examples": {
+        "installed_passing_all": 10, "installed_missing_some": 6,
+        "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}}
+    suggested = {"kind": "tuning", "target": "plan_examples", "value": 2}
+    model = ScriptedModel(plan={**suggested, "why": "the record"})
+    kernel.kernel.psm.models = model
+    assert a._propose(record, threading.Event(), [])["target"] == "plan_examples"
+    prompt = model.calls[0]["messages"][1]["content"]
+    assert "Experiments the record suggests" in prompt and '"target": "plan_examples", "value": 2' in prompt
+    tried = [{"event": "adaptation", "id": "x1", "ts": 1.0, "proposal": {**suggested, "why": "w"},
+              "outcome": "not adopted: the practice score did not improve"}]
+    with pytest.raises(autotelic.BadProposal, match="already tried"):
+        a._propose(record, threading.Event(), tried)       # the scripted answer repeats it
+    assert all("Experiments the record suggests" not in c["messages"][1]["content"] for c in model.calls[1:])
+
+
+def test_checks_that_cannot_run_count_as_a_miss_and_a_cancel_stops_them(kernel):
+    a = kernel.kernel.autotelic
+    practice = autotelic.Practice(MissionBrief(selector="double", args=["n"], intent="twice n"), [[[3], 6]])
+    source = RIGHT.split("```python\n")[1].split("```")[0]
+
+    def check(src):     # from a worker thread, as a round does, while the kernel's loop runs
+        return kernel.loop.run_until_complete(kernel.loop.run_in_executor(
+            None, lambda: a._checks_pass(practice, src, threading.Event())))
+    assert check(source) is True
+    assert check(source.replace("n * 2", "n + 2")) is False
+
+    def broken(*args):
+        raise TimeoutError("the sandbox did not answer")
+    kernel.kernel._try_threadsafe = broken
+    assert check(source) is False
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(autotelic.Preempted):
+        a._checks_pass(practice, source, cancel)

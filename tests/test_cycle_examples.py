@@ -523,3 +523,24 @@ def test_code_completions_are_drawn_with_one_chat_candidate_and_only_once(kernel
                                                examples=[[[5], 10]]))
     assert result["state"] == "COMPLETE" and result["attempts"] == 1, result
     assert kernel.send("genesis_obj", "double", 21) == 42
+
+
+def test_brick_writes_no_more_examples_than_plan_examples_says(tmp_path):
+    """``PLAN_EXAMPLES`` 2: the plan is asked for "1 or 2" (the grammar allows two), and a
+    backend that writes more anyway (one without grammars reads the schema in its
+    prompt) has only the first two run and kept."""
+    k = InProcessKernel(config.load({"BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0",
+                                     "BATOS_CYCLE_CANDIDATES": "1", "BATOS_CODE_SAMPLES": "0",
+                                     "BATOS_PLAN_EXAMPLES": "2"}))
+    try:
+        plan = {"queries": ["double"], "examples": [{"args": [n], "expected": 2 * n} for n in (1, 2, 3, 4)]}
+        model = ScriptedModel(plan=plan, methods=[DOUBLE])
+        result = cycle(k, model, MissionBrief(selector="double", args=["n"], intent="double a number"))
+        assert result["state"] == "COMPLETE" and len(result["examples"]) == 2, result
+        asked = model.calls[0]
+        assert "1 or 2 examples" in asked["messages"][1]["content"]
+        assert asked["grammar"]["properties"]["examples"]["maxItems"] == 2
+        with k.image.reading() as s:
+            assert s.get("genesis_obj")._slots["double"].examples == [[[1], 2], [[2], 4]]
+    finally:
+        k.close()
