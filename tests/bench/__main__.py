@@ -375,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="",
                     help="--missions-hard: only these comma-separated selectors (with the missions they build on)")
     ap.add_argument("--keep", default=None,
-                    help="--missions-hard: run the kernel in this (new or empty) directory and keep it")
+                    help="--missions-hard: run the kernel in this (new or empty) directory and keep it; "
+                         "--flywheel: copy the run's homes (trained and tuned, and before) there at the end")
     ap.add_argument("--set", action="append", default=[], metavar="BATOS_NAME=VALUE",
                     help="--missions-hard or --flywheel: a setting for the kernels (repeatable), to measure a "
                          "lever or start the loop from another configuration")
@@ -409,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.flywheel:
         from tests.bench import flywheel
-        out = flywheel.run(args.rounds, args.practice, settings)
+        out = flywheel.run(args.rounds, args.practice, settings, keep=args.keep)
         out["settings"] = settings
         flywheel.report(out)
         print(json.dumps(out, default=str))

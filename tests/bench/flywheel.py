@@ -41,9 +41,13 @@ def evaluate(k: KernelProcess, name: str) -> dict:
     return out
 
 
-def run(rounds: int, practice: int, settings: dict | None = None) -> dict:
+def run(rounds: int, practice: int, settings: dict | None = None, keep: str | None = None) -> dict:
     """``settings``: BATOS_ settings every kernel of the run gets (the configuration the
-    loop starts from, the same before and after; what a round adopts overrides it)."""
+    loop starts from, the same before and after; what a round adopts overrides it);
+    ``keep``: a new directory the run's two homes (``home``: trained, tuned and
+    evaluated; ``before``) are copied to at the end, logs included."""
+    if keep and Path(keep).exists():
+        raise SystemExit(f"--keep {keep}: the directory exists")
     with tempfile.TemporaryDirectory(prefix="batos-bench-flywheel-") as tmp:
         home, copy = Path(tmp) / "home", Path(tmp) / "before"
         loop = {**(settings or {}), "BATOS_MEMORY_ENABLED": "1", "BATOS_AUTOTELIC_INTERVAL_S": "1",
@@ -86,6 +90,8 @@ def run(rounds: int, practice: int, settings: dict | None = None) -> dict:
             out["before"] = evaluate(before, "evaluation")
         finally:
             before.stop()
+            if keep:
+                shutil.copytree(tmp, keep)
     return out
 
 
