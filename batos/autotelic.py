@@ -187,8 +187,8 @@ def analyze(events: list[dict]) -> dict:
 def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     """Experiments the record points to, most cycles concerned first: each a menu change
     with the figures that suggest it (ALFRED is shown them and picks one, or proposes
-    something else; a 1.5B model asked to read the figures alone proposed system-prompt
-    lines that repeated its own prompt).  The rules: methods installed though they missed
+    something else; asked to read the figures alone, the embedded model proposed generic
+    system-prompt lines in 3 of 4 lab answers).  The rules: methods installed though they missed
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
     failed on their examples suggest more code completions, then more candidates; a state
     whose answers fill its token budget on average suggests doubling it (last: how many
