@@ -17,11 +17,12 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    BRICK's plan examples), a line added to a persona's system prompt, or a LoRA
    adapter;
 3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
-   latest unsolved ones that failed on the Architect's examples and the latest
-   verified ones (taught again from the Architect's words, their method taken off,
-   then checked by the examples it kept) runs as real cycles with the current
-   configuration and with the proposed one, each on its own scratch copy of the image
-   (a ``DemoStorage`` over the live storage: nothing reaches the Living Image);
+   latest unsolved ones that failed on the Architect's examples and verified ones,
+   those whose first method was rescued first (taught again from the Architect's
+   words, their method taken off, then checked by the examples it kept) runs as real
+   cycles with the current configuration and with the proposed one, each on its own
+   scratch copy of the image (a ``DemoStorage`` over the live storage: nothing reaches
+   the Living Image);
 4. adopts it, in one transaction on the state objects, only if the practice score
    improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster.
 
@@ -190,7 +191,8 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     something else; asked to read the figures alone, the embedded model proposed generic
     system-prompt lines in 3 of 4 lab answers).  The rules: methods installed though they missed
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
-    failed on their examples suggest more code completions, then more candidates; a state
+    failed on their examples suggest the most code completions, then the most candidates
+    the menu allows (they are drawn only when a cycle's first method looks wrong); a state
     whose answers fill its token budget on average suggests doubling it (last: how many
     cycles were cut off is not known from the mean)."""
     out: list[tuple[int, dict]] = []
@@ -212,7 +214,9 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
         for slot, kind in (("code_samples", "code completion"), ("candidates", "chat sample")):
             now, high = configuration.get(slot), TUNABLES[slot][2]
             if isinstance(now, int) and now < high:
-                out.append((failed, {"kind": "tuning", "target": slot, "value": min(high, now + 2),
+                # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
+                # missions too few tries to rescue one, where 6 rescued format_seconds
+                out.append((failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
                                             f"{kinds.get(kind, 0)} installed methods were a {kind}: more of "
                                             "them give the failing missions more tries"}))
@@ -262,6 +266,15 @@ def check_proposal(p: dict) -> dict:
     else:
         raise BadProposal(f"not a change the menu offers: {json.dumps(p)[:300]}")
     return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
+
+
+SCAN_VERIFIED = 64     # the latest verified missions a practice suite is chosen from
+
+
+def struggled(cycle: Any) -> bool:
+    """Did a completed cycle's first method fail to carry it: more than one SYNTHESIZING
+    (candidates sampled, or a repair) in its transitions?"""
+    return list(cycle.get("transitions") or ()).count("SYNTHESIZING") > 1
 
 
 def _forget(obj: Any, selector: str) -> None:
@@ -526,8 +539,8 @@ class Autotelic:
         missions that failed on the Architect's own examples and have not been solved
         since (at most half the suite, and one at least in a suite of two or more: a
         change that makes one pass wins on the pass count; a one-mission suite takes
-        one only when nothing is verified), then the latest verified missions
-        (completed cycles whose method still keeps examples)."""
+        one only when nothing is verified), then verified missions (completed cycles
+        whose method still keeps examples), those whose cycle struggled first."""
         n = self.settings.AUTOTELIC_PRACTICE
         unsolved = [Practice(m, [list(x) for x in m.examples], forget=False)
                     for m in self.unsolved_missions(n, events)]
@@ -561,11 +574,14 @@ class Autotelic:
         return out
 
     def verified_missions(self, limit: int) -> list[Practice]:
-        """The latest verified missions: completed cycles whose method still keeps
-        examples, each as the Architect gave it, checked by those examples.  (Given the
-        kept examples in its brief, a practice cycle was shown the answers and asked BRICK
-        for none: nothing that plans, samples or repairs was practised as it is used.)"""
-        out: list[Practice] = []
+        """Verified missions: completed cycles whose method still keeps examples, each as
+        the Architect gave it, checked by those examples; those whose cycle struggled
+        (its first method was sampled against or repaired) first, then the latest.  (Given
+        the kept examples in its brief, a practice cycle was shown the answers and asked
+        BRICK for none: nothing that plans, samples or repairs was practised as it is
+        used.  A mission whose first method passed at once passes in both arms of most
+        proposals; one that was rescued is where samples, repairs and examples decide.)"""
+        out: list[tuple[bool, Practice]] = []
         seen: set[tuple[str, str]] = set()
         with self.kernel.image.reading() as s:
             cycles = s.root["cycles"]
@@ -587,10 +603,11 @@ class Autotelic:
                     # its kept examples were run on the object's data of that day; checked
                     # on today's, a right method fails them in both arms
                     continue
-                out.append(Practice(mission, examples[:6]))
-                if len(out) >= limit:
+                out.append((struggled(c), Practice(mission, examples[:6])))
+                if len(out) >= SCAN_VERIFIED:
                     break
-        return out
+        out.sort(key=lambda x: not x[0])     # stable: the latest first within each kind
+        return [p for _, p in out[:limit]]
 
     def successes(self, limit: int = 64) -> list[tuple[str, str]]:
         """(prompt, answer) pairs from the latest completed cycles: the mission, the method."""

@@ -388,6 +388,33 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
         k.close()
 
 
+def test_the_practice_takes_verified_missions_whose_first_method_was_rescued_first(tmp_path):
+    """A verified mission whose cycle sampled or repaired past a wrong first method is
+    practised before a newer one whose first method passed at once: that is where the
+    menu's samples, repairs and examples decide (a mission that passes at once passes in
+    both arms of most proposals)."""
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "2", "BATOS_CODE_SAMPLES": "0", "BATOS_AUTOTELIC_INTERVAL_S": "0",
+        "BATOS_AUTOTELIC_PRACTICE": "1"}))
+    try:
+        def teach(selector, methods, intent, expected):
+            k.kernel.psm.models = ScriptedModel(plan={"queries": [selector], "examples": []}, methods=methods)
+            brief = MissionBrief(selector=selector, args=["n"], intent=intent, examples=[[[2], expected]])
+            return k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"]
+
+        assert teach("triple", [TRIPLE_WRONG, TRIPLE_RIGHT], "return three times n", 6) == "COMPLETE"
+        assert teach("double", [RIGHT], "return twice n", 4) == "COMPLETE"
+        a = k.kernel.autotelic
+        with k.image.reading() as s:
+            kinds = {c["selector"]: autotelic.struggled(c) for c in s.root["cycles"].values()}
+        assert kinds == {"triple": True, "double": False}
+        assert [p.mission.selector for p in a.practice_suite()] == ["triple"]
+        assert [p.mission.selector for p in a.verified_missions(2)] == ["triple", "double"]
+    finally:
+        k.close()
+
+
 def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     score = lambda passed, median: {"passed": passed, "missions": 3, "median_s": median}   # noqa: E731
     assert autotelic.wins(score(2, 30.0), score(1, 10.0), 0.15)          # more pass, though slower
@@ -456,7 +483,7 @@ def test_the_plan_asks_for_as_many_examples_as_configured_and_none_at_0():
 
 def test_the_record_suggests_experiments_from_its_figures():
     """Wrong examples that cost time suggest halving BRICK's examples; failures on
-    examples suggest more code completions and candidates (not past their range); a
+    examples suggest the most code completions and candidates their range allows; a
     state whose answers fill its budget suggests doubling it; most cycles concerned
     first.  A clean record suggests nothing."""
     now = {"candidates": 6, "code_samples": 4, "plan_examples": 4,
@@ -469,6 +496,9 @@ def test_the_record_suggests_experiments_from_its_figures():
     assert [(p["kind"], p["target"], p["value"]) for p in got] == [
         ("tuning", "plan_examples", 2), ("tuning", "code_samples", 6), ("max_tokens", "DECOMPOSING", 256)]
     assert "12 of 35" in got[0]["why"] and all(autotelic.check_proposal(p) for p in got)
+    # failures take a lever to the top of its range, not a step (0 -> 2 rescued nothing)
+    weak = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 0, "candidates": 2})
+    assert [(p["target"], p["value"]) for p in weak][:2] == [("code_samples", 6), ("candidates", 6)]
     assert autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6,
                                           "DECOMPOSING max_tokens": 1024}) == []
     clean = {"cycles": 40, "failure_phases": {"examples": 1},

@@ -10,8 +10,10 @@ In one run, from a fresh image (memory and codex on):
    decides, a winner is adopted): that image is **after**;
 3. **evaluation**: the evaluation set (missions the loop never practised on) is taught
    to a new object on each image, with its own unit checks: pass rate and median cycle
-   time, before and after.  Each image sees only its own evaluation methods, so
-   neither side learns from the other's answers.
+   time, before and after, and the time of the missions both passed, mission by
+   mission.  The two kernels run side by side, one cycle at a time in alternating
+   order, so the machine's drift falls on both alike.  Each image sees only its own
+   evaluation methods, so neither side learns from the other's answers.
 
 The evaluation set is tests/missions_hard.py's numbers, dates and parsing missions; the
 training set its strings and lists missions.  Long (about 20-40 minutes on 2 cores).
@@ -19,8 +21,10 @@ training set its strings and lists missions.  Long (about 20-40 minutes on 2 cor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,13 +36,37 @@ TRAINING = [m for m in MISSIONS[:13] if m[4] != STATEFUL]
 EVALUATION = [m for m in MISSIONS[13:32] if m[4] != STATEFUL]
 
 
-def evaluate(k: KernelProcess, name: str) -> dict:
-    with k.connect(timeout_s=900) as conn:
-        oid = conn.call("create_object", name=name, parents=["root_obj"])["oid"]
-        records = run_missions(conn, target=oid, missions=EVALUATION)
-    out = summary(records)
-    out["failed"] = [r["selector"] for r in records if not r["passed"]]
+def evaluate(kernels: dict[str, KernelProcess], name: str) -> dict[str, dict]:
+    """The evaluation set taught to a new object on each kernel, side by side: mission by
+    mission, in alternating order (ABBA), so that the machine's drift (a 2-core machine
+    shared with nothing else still differs by 16 % in median between two runs of one
+    configuration, one after the other) falls on both sides alike."""
+    records: dict[str, list[dict]] = {side: [] for side in kernels}
+    with contextlib.ExitStack() as stack:
+        conns = {side: stack.enter_context(k.connect(timeout_s=900)) for side, k in kernels.items()}
+        oids = {side: c.call("create_object", name=name, parents=["root_obj"])["oid"] for side, c in conns.items()}
+        sides = list(kernels)
+        for i, mission in enumerate(EVALUATION):
+            for side in (sides if i % 2 == 0 else sides[::-1]):
+                records[side] += run_missions(conns[side], target=oids[side], missions=[mission])
+    out = {}
+    for side, rows in records.items():
+        out[side] = summary(rows)
+        out[side]["failed"] = [r["selector"] for r in rows if not r["passed"]]
+        out[side]["seconds"] = {r["selector"]: round(r["seconds"], 2) for r in rows}
     return out
+
+
+def paired(before: dict, after: dict) -> dict:
+    """Mission by mission: of the missions both sides passed, the median of after's time
+    over before's, and the total seconds each side spent on them."""
+    both = [m for m in before["seconds"] if m not in before["failed"] and m not in after["failed"]]
+    if not both:
+        return {"missions": 0}
+    return {"missions": len(both),
+            "median_ratio": round(statistics.median(after["seconds"][m] / before["seconds"][m] for m in both), 3),
+            "before_s": round(sum(before["seconds"][m] for m in both), 1),
+            "after_s": round(sum(after["seconds"][m] for m in both), 1)}
 
 
 def run(rounds: int, practice: int, settings: dict | None = None, keep: str | None = None) -> dict:
@@ -76,19 +104,18 @@ def run(rounds: int, practice: int, settings: dict | None = None, keep: str | No
             # a round may be running: stop the loop before evaluating (its adaptations stay)
         finally:
             k.stop()
+        # both images evaluated side by side, each kernel on its own home, one cycle at a time
         after = KernelProcess(home, {**loop, "BATOS_AUTOTELIC_INTERVAL_S": "0"})
-        after.start(wait_s=60)
+        before = KernelProcess(copy, {**loop, "BATOS_AUTOTELIC_INTERVAL_S": "0"})
         try:
+            after.start(wait_s=60)
+            before.start(wait_s=60)
             with after.connect() as c:
                 out["adaptations"] = c.call("list_adaptations")["adaptations"]
-            out["after"] = evaluate(after, "evaluation")
+            out.update(evaluate({"after": after, "before": before}, "evaluation"))
+            out["paired"] = paired(out["before"], out["after"])
         finally:
             after.stop()
-        before = KernelProcess(copy, {**loop, "BATOS_AUTOTELIC_INTERVAL_S": "0"})
-        before.start(wait_s=60)
-        try:
-            out["before"] = evaluate(before, "evaluation")
-        finally:
             before.stop()
             if keep:
                 shutil.copytree(tmp, keep)
@@ -102,6 +129,10 @@ def report(out: dict) -> None:
           f"failed: {', '.join(b['failed']) or '-'}")
     print(f"  after   {a['passed']}/{a['missions']} pass, median cycle {a['median_cycle_s']:.1f} s  "
           f"failed: {', '.join(a['failed']) or '-'}")
+    pr = out.get("paired") or {}
+    if pr.get("missions"):
+        print(f"  paired  {pr['missions']} missions passed both ways: after/before time, median ratio "
+              f"{pr['median_ratio']:.2f}; {pr['after_s']:.0f} s against {pr['before_s']:.0f} s in all")
     print(f"  training {out['training']['passed']}/{out['training']['missions']}; "
           f"{len(out['rounds'])} rounds in {out['rounds_s']:.0f} s, "
           f"{sum(r['adopted'] for r in out['rounds'])} adopted")
