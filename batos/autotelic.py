@@ -24,7 +24,8 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    scratch copy of the image (a ``DemoStorage`` over the live storage: nothing reaches
    the Living Image);
 4. adopts it, in one transaction on the state objects, only if the practice score
-   improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster.
+   improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster
+   (not for a change that takes tries away from doubtful cycles: ``takes_tries``).
 
 Every round ends with one ``{"event": "adaptation", ...}`` line (the proposal, both
 scores, ``adopted``), and adopted ones are kept in the image (``list_adaptations``,
@@ -186,23 +187,25 @@ def analyze(events: list[dict]) -> dict:
 
 
 def suggestions(analysis: dict, configuration: dict) -> list[dict]:
-    """Experiments the record points to, most cycles concerned first: each a menu change
-    with the figures that suggest it (ALFRED is shown them and picks one, or proposes
-    something else; asked to read the figures alone, the embedded model proposed generic
-    system-prompt lines in 3 of 4 lab answers).  The rules: methods installed though they missed
+    """Experiments the record points to: each a menu change with the figures that suggest
+    it (ALFRED is shown them and picks one, or proposes something else; asked to read the
+    figures alone, the embedded model proposed generic system-prompt lines in 3 of 4 lab
+    answers).  The rules: methods installed though they missed
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
     failed on their examples suggest the most code completions, then the most candidates
     the menu allows (they are drawn only when a cycle's first method looks wrong); a state
-    whose answers fill its token budget on average suggests doubling it (last: how many
-    cycles were cut off is not known from the mean)."""
-    out: list[tuple[int, dict]] = []
+    whose answers fill its token budget on average suggests doubling it.  More tries
+    come first (they can win on passes), then fewer examples (it takes tries away, so
+    it wins only on passes: ``takes_tries``), then a budget (last: how many cycles were
+    cut off is not known from the mean); most cycles concerned first within each."""
+    out: list[tuple[int, int, dict]] = []     # (rank, cycles concerned, proposal)
     story = analysis.get("examples") or {}
     clean, missed = story.get("installed_passing_all") or 0, story.get("installed_missing_some") or 0
     fast, slow = story.get("median_cycle_s_passing_all"), story.get("median_cycle_s_missing_some")
     wanted = configuration.get("plan_examples", MAX_PROPOSED)
     if clean + missed >= 4 and missed >= 0.15 * (clean + missed) and fast and slow and slow >= 1.5 * fast \
             and wanted > 1:
-        out.append((missed, {"kind": "tuning", "target": "plan_examples", "value": max(1, wanted // 2),
+        out.append((1, missed, {"kind": "tuning", "target": "plan_examples", "value": max(1, wanted // 2),
                              "why": f"{missed} of {clean + missed} methods were installed though they missed some "
                                     f"of their examples (median cycle {slow} s against {fast} s): BRICK's examples "
                                     "are often wrong, and each wrong one sends a right method to be sampled and "
@@ -216,7 +219,7 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
             if isinstance(now, int) and now < high:
                 # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
                 # missions too few tries to rescue one, where 6 rescued format_seconds
-                out.append((failed, {"kind": "tuning", "target": slot, "value": high,
+                out.append((2, failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
                                             f"{kinds.get(kind, 0)} installed methods were a {kind}: more of "
                                             "them give the failing missions more tries"}))
@@ -224,10 +227,10 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
         budget = configuration.get(f"{state} max_tokens")
         if isinstance(used, (int, float)) and isinstance(budget, int) and used >= 0.9 * budget and budget < 1024:
-            out.append((0, {"kind": "max_tokens", "target": state, "value": min(1024, budget * 2),
+            out.append((0, 0, {"kind": "max_tokens", "target": state, "value": min(1024, budget * 2),
                                  "why": f"{state}'s answers average {used} tokens of a {budget}-token budget: "
                                         "some are cut off"}))
-    return [p for _, p in sorted(out, key=lambda x: -x[0])]
+    return [p for _, _, p in sorted(out, key=lambda x: (-x[0], -x[1]))]
 
 
 def _examples_story(ends: list[dict]) -> dict:
@@ -423,9 +426,13 @@ class Autotelic:
             record["proposal"] = proposal
             self._check_not_current(proposal)
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
+            fewer = takes_tries(proposal, self.configuration())
             current, proposed = self._practise(suite, proposal, cancel, record["id"], adapter)
             record["scores"] = {"current": current, "proposed": proposed}
-            if wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
+            if fewer and proposed["passed"] == current["passed"]:
+                record["outcome"] = (f"not adopted: fewer {proposal['target']} takes tries away from doubtful "
+                                     "cycles, so it must pass more practice missions, not only finish faster")
+            elif wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
                 if cancel.is_set():
                     raise Preempted("an Architect request arrived")
                 if adapter is not None:
@@ -473,7 +480,7 @@ class Autotelic:
         seen = {_key(p) for p in tried}
         now = self.configuration()
         suggested = [p for p in suggestions(analysis, now) if _key(p) not in seen]
-        suggested_line = ("Experiments the record suggests (the first concerns the most cycles; take one, or "
+        suggested_line = ("Experiments the record suggests (the first is likeliest to make more missions pass; take one, or "
                           "propose another from the menu):\n"
                           + "\n".join(f"- {json.dumps(p)}" for p in suggested) + "\n") if suggested else ""
         prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
@@ -790,6 +797,20 @@ class _WithAdapter:
 
 
 MIN_SAVING_S = 1.0    # ... and at least this much faster (a difference below is noise)
+# the tunables that give a cycle whose first method looks wrong more tries (plan_examples:
+# BRICK's examples are what makes a first method look wrong)
+TRIES = ("candidates", "code_samples", "repair_samples", "plan_examples")
+
+
+def takes_tries(proposal: dict, configuration: dict) -> bool:
+    """Does the proposal lower one of the ``TRIES`` tunables?  Such a change is adopted
+    only on more passes, never on speed: what it costs is a rescue on a mission the few
+    practice missions do not hold (``code_samples`` 4 -> 2 was adopted 15.5 % faster on
+    a 3/4 practice, and the evaluation lost ``format_seconds``, which a third or fourth
+    code completion had passed)."""
+    now = configuration.get(proposal.get("target"))
+    return proposal.get("kind") == "tuning" and proposal.get("target") in TRIES and isinstance(now, int) \
+        and isinstance(proposal.get("value"), int) and proposal["value"] < now
 
 
 def wins(proposed: dict, current: dict, min_speedup: float) -> bool:

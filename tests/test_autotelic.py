@@ -415,6 +415,35 @@ def test_the_practice_takes_verified_missions_whose_first_method_was_rescued_fir
         k.close()
 
 
+def test_a_change_that_takes_tries_away_wins_only_on_passes(tmp_path):
+    """Fewer candidates, code completions, repairs or BRICK's examples: judged on passes
+    alone (what it costs is a rescue the few practice missions may not hold); the same
+    change upwards, or another tunable downwards, is not."""
+    now = {"candidates": 4, "code_samples": 4, "repair_samples": 0, "plan_examples": 4, "skills_shown": 2}
+    change = lambda target, value: {"kind": "tuning", "target": target, "value": value}   # noqa: E731
+    assert autotelic.takes_tries(change("code_samples", 2), now)
+    assert autotelic.takes_tries(change("plan_examples", 2), now) and autotelic.takes_tries(change("candidates", 1), now)
+    assert not autotelic.takes_tries(change("code_samples", 6), now)
+    assert not autotelic.takes_tries(change("skills_shown", 0), now)
+    assert not autotelic.takes_tries({"kind": "max_tokens", "target": "DECOMPOSING", "value": 64}, now)
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "1", "BATOS_CODE_SAMPLES": "2", "BATOS_AUTOTELIC_INTERVAL_S": "0",
+        "BATOS_AUTOTELIC_PRACTICE": "1"}))
+    try:
+        k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=[RIGHT])
+        brief = MissionBrief(selector="double", args=["n"], intent="return twice n", examples=[[[2], 4]])
+        assert k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"] == "COMPLETE"
+        k.kernel.psm.models = ScriptedModel(plan={"queries": ["double"], "examples": []}, methods=[RIGHT, RIGHT])
+        record = k.loop.run_until_complete(k.kernel.autotelic.run_round(change("code_samples", 0)))
+        assert record["scores"]["current"]["passed"] == record["scores"]["proposed"]["passed"] == 1
+        assert record["adopted"] is False and record["outcome"].startswith("not adopted: fewer code_samples"), record
+        with k.image.reading() as s:
+            assert "code_samples" not in s.get("psm_obj")._slots
+    finally:
+        k.close()
+
+
 def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     score = lambda passed, median: {"passed": passed, "missions": 3, "median_s": median}   # noqa: E731
     assert autotelic.wins(score(2, 30.0), score(1, 10.0), 0.15)          # more pass, though slower
@@ -484,8 +513,8 @@ def test_the_plan_asks_for_as_many_examples_as_configured_and_none_at_0():
 def test_the_record_suggests_experiments_from_its_figures():
     """Wrong examples that cost time suggest halving BRICK's examples; failures on
     examples suggest the most code completions and candidates their range allows; a
-    state whose answers fill its budget suggests doubling it; most cycles concerned
-    first.  A clean record suggests nothing."""
+    state whose answers fill its budget suggests doubling it; more tries first, then
+    fewer examples, then a budget.  A clean record suggests nothing."""
     now = {"candidates": 6, "code_samples": 4, "plan_examples": 4,
            "DECOMPOSING max_tokens": 128, "SYNTHESIZING max_tokens": 512}
     record = {"cycles": 40, "failure_phases": {"examples": 5}, "installed_candidate_kinds": {"code completion": 2},
@@ -494,8 +523,8 @@ def test_the_record_suggests_experiments_from_its_figures():
                            "median_cycle_s_passing_all": 11.6, "median_cycle_s_missing_some": 28.2}}
     got = autotelic.suggestions(record, now)
     assert [(p["kind"], p["target"], p["value"]) for p in got] == [
-        ("tuning", "plan_examples", 2), ("tuning", "code_samples", 6), ("max_tokens", "DECOMPOSING", 256)]
-    assert "12 of 35" in got[0]["why"] and all(autotelic.check_proposal(p) for p in got)
+        ("tuning", "code_samples", 6), ("tuning", "plan_examples", 2), ("max_tokens", "DECOMPOSING", 256)]
+    assert "12 of 35" in got[1]["why"] and all(autotelic.check_proposal(p) for p in got)
     # failures take a lever to the top of its range, not a step (0 -> 2 rescued nothing)
     weak = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 0, "candidates": 2})
     assert [(p["target"], p["value"]) for p in weak][:2] == [("code_samples", 6), ("candidates", 6)]
