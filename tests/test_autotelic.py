@@ -584,3 +584,13 @@ def test_checks_that_cannot_run_count_as_a_miss_and_a_cancel_stops_them(kernel):
     cancel.set()
     with pytest.raises(autotelic.Preempted):
         a._checks_pass(practice, source, cancel)
+
+
+def test_the_flywheel_benchmark_pairs_the_missions_both_sides_passed():
+    """The benchmark's mission-by-mission comparison: only missions passed both ways,
+    after's time over before's."""
+    from tests.bench.flywheel import paired
+    before = {"failed": ["c"], "seconds": {"a": 10.0, "b": 4.0, "c": 30.0, "d": 8.0}}
+    after = {"failed": ["d"], "seconds": {"a": 5.0, "b": 4.0, "c": 20.0, "d": 2.0}}
+    assert paired(before, after) == {"missions": 2, "median_ratio": 0.75, "before_s": 14.0, "after_s": 9.0}
+    assert paired({"failed": ["a"], "seconds": {"a": 1.0}}, {"failed": [], "seconds": {"a": 1.0}}) == {"missions": 0}
