@@ -9,7 +9,8 @@ In one run, from a fresh image (memory and codex on):
    autotelic loop runs ``--rounds`` rounds (ALFRED proposes, the practice suite
    decides, a winner is adopted): that image is **after**;
 3. **evaluation**: the evaluation set (missions the loop never practised on) is taught
-   to a new object on each image, with its own unit checks: pass rate and median cycle
+   to ``genesis_obj`` on each image (the same oid in both sides' prompts), with its
+   own unit checks: pass rate and median cycle
    time, before and after, and the time of the missions both passed, mission by
    mission.  The two kernels run side by side, one cycle at a time in alternating
    order, so the machine's drift falls on both alike.  Each image sees only its own
@@ -36,19 +37,21 @@ TRAINING = [m for m in MISSIONS[:13] if m[4] != STATEFUL]
 EVALUATION = [m for m in MISSIONS[13:32] if m[4] != STATEFUL]
 
 
-def evaluate(kernels: dict[str, KernelProcess], name: str) -> dict[str, dict]:
-    """The evaluation set taught to a new object on each kernel, side by side: mission by
+def evaluate(kernels: dict[str, KernelProcess], target: str = "genesis_obj") -> dict[str, dict]:
+    """The evaluation set taught to ``target`` on each kernel, side by side: mission by
     mission, in alternating order (ABBA), so that the machine's drift (a 2-core machine
     shared with nothing else still differs by 16 % in median between two runs of one
-    configuration, one after the other) falls on both sides alike."""
+    configuration, one after the other) falls on both sides alike.  The same object on
+    both sides: its oid is in the prompts, and a new object's random one (``evaluation_``
+    and eight hex digits) made the two sides' greedy answers differ from the first
+    mission on, with nothing adopted."""
     records: dict[str, list[dict]] = {side: [] for side in kernels}
     with contextlib.ExitStack() as stack:
         conns = {side: stack.enter_context(k.connect(timeout_s=900)) for side, k in kernels.items()}
-        oids = {side: c.call("create_object", name=name, parents=["root_obj"])["oid"] for side, c in conns.items()}
         sides = list(kernels)
         for i, mission in enumerate(EVALUATION):
             for side in (sides if i % 2 == 0 else sides[::-1]):
-                records[side] += run_missions(conns[side], target=oids[side], missions=[mission])
+                records[side] += run_missions(conns[side], target=target, missions=[mission])
     out = {}
     for side, rows in records.items():
         out[side] = summary(rows)
@@ -112,7 +115,7 @@ def run(rounds: int, practice: int, settings: dict | None = None, keep: str | No
             before.start(wait_s=60)
             with after.connect() as c:
                 out["adaptations"] = c.call("list_adaptations")["adaptations"]
-            out.update(evaluate({"after": after, "before": before}, "evaluation"))
+            out.update(evaluate({"after": after, "before": before}))
             out["paired"] = paired(out["before"], out["after"])
         finally:
             after.stop()
