@@ -480,8 +480,8 @@ class Autotelic:
         seen = {_key(p) for p in tried}
         now = self.configuration()
         suggested = [p for p in suggestions(analysis, now) if _key(p) not in seen]
-        suggested_line = ("Experiments the record suggests (the first is likeliest to make more missions pass; take one, or "
-                          "propose another from the menu):\n"
+        suggested_line = ("Experiments the record suggests (the first is likeliest to make more missions pass; "
+                          "take one, or propose another from the menu):\n"
                           + "\n".join(f"- {json.dumps(p)}" for p in suggested) + "\n") if suggested else ""
         prompt = (f"You study BAT OS's own record of its cognitive cycles to make them pass more often "
                   f"or finish faster. The record:\n{json.dumps(analysis, indent=1)[:3000]}\n\n"

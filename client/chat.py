@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -47,6 +48,17 @@ NO_SELF = (f"genesis has not written {SELF_SELECTOR} yet; it is written on the f
 CANCELLED = "(cancelled; the kernel goes on with what it was doing)"
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # C0 controls but tab, and DEL
 
+
+
+def claim_ctrl_c() -> None:
+    """Ctrl-C stops the terminal's waits even when its parent started it with SIGINT
+    ignored or blocked (both are inherited across exec, and Python then raises no
+    KeyboardInterrupt: a full test run's client ignored a Ctrl-C that the same client
+    answered when run alone)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 class UsageError(Exception):
     """A slash command's words do not fit it; the message says how to use it."""
@@ -254,6 +266,7 @@ class Chat:
         from prompt_toolkit.history import FileHistory
         self.history_path.parent.mkdir(parents=True, exist_ok=True)
         prompt = PromptSession(history=FileHistory(str(self.history_path)))
+        claim_ctrl_c()
         self.say(f"BAT OS: talking to {self.session.target} at {self.session.endpoint}. /help for help.")
         self.guarded(self.greet)
         failures = 0    # prompts in a row that failed: the terminal itself is broken

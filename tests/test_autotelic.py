@@ -422,7 +422,8 @@ def test_a_change_that_takes_tries_away_wins_only_on_passes(tmp_path):
     now = {"candidates": 4, "code_samples": 4, "repair_samples": 0, "plan_examples": 4, "skills_shown": 2}
     change = lambda target, value: {"kind": "tuning", "target": target, "value": value}   # noqa: E731
     assert autotelic.takes_tries(change("code_samples", 2), now)
-    assert autotelic.takes_tries(change("plan_examples", 2), now) and autotelic.takes_tries(change("candidates", 1), now)
+    assert autotelic.takes_tries(change("plan_examples", 2), now)
+    assert autotelic.takes_tries(change("candidates", 1), now)
     assert not autotelic.takes_tries(change("code_samples", 6), now)
     assert not autotelic.takes_tries(change("skills_shown", 0), now)
     assert not autotelic.takes_tries({"kind": "max_tokens", "target": "DECOMPOSING", "value": 64}, now)

@@ -144,7 +144,8 @@ def random_line(rng: random.Random, plain_left: int) -> str | bytes:
 
 
 def test_terminal_answers_every_line_of_a_fuzz_run(make_kernel):
-    print(f"terminal fuzz: seed {SEED} (FUZZ_SEED={SEED} repeats this run)")
+    print(f"terminal fuzz: seed {SEED} (FUZZ_SEED={SEED} repeats this run); the client inherits SIGINT "
+          f"{signal.getsignal(signal.SIGINT)!r}, blocked: {signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])}")
     rng = random.Random(SEED)
     k = make_kernel(env={"BATOS_PERSONA_MODELS": NO_MODEL})
     with k.connect() as c:
@@ -234,3 +235,37 @@ def test_terminal_answers_every_line_of_a_fuzz_run(make_kernel):
             with open(os.environ["FUZZ_SCREEN"], "w") as f:
                 f.write(term.screen)
         term.close()
+
+
+CLAIMS = """
+import os, signal, sys, time
+if sys.argv[1] == "claim":
+    from client.chat import claim_ctrl_c
+    claim_ctrl_c()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(3)
+    print("not interrupted")
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+@pytest.mark.parametrize("parent", ["ignores", "blocks"])
+def test_the_terminal_answers_ctrl_c_from_a_parent_that_ignores_or_blocks_it(parent):
+    """A parent's ignored or blocked SIGINT is inherited across exec, and Python then
+    raises no KeyboardInterrupt (a full test run's client ignored a Ctrl-C during a
+    wait that it answered when run alone): the terminal claims Ctrl-C back."""
+    import subprocess
+
+    def prepare():
+        if parent == "ignores":
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        else:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", CLAIMS, mode], cwd=ROOT, preexec_fn=prepare,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+    assert run("plain") == "not interrupted"      # what the client inherited
+    assert run("claim") == "interrupted"
