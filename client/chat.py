@@ -49,7 +49,6 @@ CANCELLED = "(cancelled; the kernel goes on with what it was doing)"
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")   # C0 controls but tab, and DEL
 
 
-
 def claim_ctrl_c() -> None:
     """Ctrl-C stops the terminal's waits even when its parent started it with SIGINT
     ignored or blocked (both are inherited across exec, and Python then raises no
@@ -59,6 +58,7 @@ def claim_ctrl_c() -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 class UsageError(Exception):
     """A slash command's words do not fit it; the message says how to use it."""

@@ -39,9 +39,8 @@ EVALUATION = [m for m in MISSIONS[13:32] if m[4] != STATEFUL]
 
 def evaluate(kernels: dict[str, KernelProcess], target: str = "genesis_obj") -> dict[str, dict]:
     """The evaluation set taught to ``target`` on each kernel, side by side: mission by
-    mission, in alternating order (ABBA), so that the machine's drift (a 2-core machine
-    shared with nothing else still differs by 16 % in median between two runs of one
-    configuration, one after the other) falls on both sides alike.  The same object on
+    mission, in alternating order (ABBA), so that the machine's drift over the run falls
+    on both sides alike.  The same object on
     both sides: its oid is in the prompts, and a new object's random one (``evaluation_``
     and eight hex digits) made the two sides' greedy answers differ from the first
     mission on, with nothing adopted."""
