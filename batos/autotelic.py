@@ -429,10 +429,7 @@ class Autotelic:
             fewer = takes_tries(proposal, self.configuration())
             current, proposed = self._practise(suite, proposal, cancel, record["id"], adapter)
             record["scores"] = {"current": current, "proposed": proposed}
-            if fewer and proposed["passed"] == current["passed"]:
-                record["outcome"] = (f"not adopted: fewer {proposal['target']} takes tries away from doubtful "
-                                     "cycles, so it must pass more practice missions, not only finish faster")
-            elif wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP):
+            if wins(proposed, current, self.settings.AUTOTELIC_MIN_SPEEDUP, speed_counts=not fewer):
                 if cancel.is_set():
                     raise Preempted("an Architect request arrived")
                 if adapter is not None:
@@ -441,6 +438,9 @@ class Autotelic:
                                                     note=f"adaptation {record['id']}")
                 record["adopted"] = True
                 record["outcome"] = "adopted: the practice score improved"
+            elif fewer and proposed["passed"] == current["passed"]:
+                record["outcome"] = (f"not adopted: fewer {proposal['target']} takes tries away from doubtful "
+                                     "cycles, so it must pass more practice missions, not only finish faster")
             else:
                 record["outcome"] = "not adopted: the practice score did not improve"
         except Preempted as exc:
@@ -813,12 +813,13 @@ def takes_tries(proposal: dict, configuration: dict) -> bool:
         and isinstance(proposal.get("value"), int) and proposal["value"] < now
 
 
-def wins(proposed: dict, current: dict, min_speedup: float) -> bool:
-    """More missions pass, or as many (and more than none) pass and the median cycle is
-    ``min_speedup`` (and at least MIN_SAVING_S) faster: failing sooner is no gain."""
+def wins(proposed: dict, current: dict, min_speedup: float, speed_counts: bool = True) -> bool:
+    """More missions pass, or (``speed_counts``: not for a change that ``takes_tries``) as
+    many (and more than none) pass and the median cycle is ``min_speedup`` (and at least
+    MIN_SAVING_S) faster: failing sooner is no gain."""
     if proposed["passed"] != current["passed"]:
         return proposed["passed"] > current["passed"]
-    return (proposed["passed"] > 0 and proposed["median_s"] < (1 - min_speedup) * current["median_s"]
+    return (speed_counts and proposed["passed"] > 0 and proposed["median_s"] < (1 - min_speedup) * current["median_s"]
             and current["median_s"] - proposed["median_s"] >= MIN_SAVING_S)
 
 

@@ -453,6 +453,8 @@ def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     assert not autotelic.wins(score(2, 13.5), score(2, 15.0), 0.15)      # 10 %: within the margin
     assert not autotelic.wins(score(2, 1.0), score(2, 1.5), 0.15)        # 33 % but 0.5 s: noise
     assert not autotelic.wins(score(0, 10.0), score(0, 30.0), 0.15)      # failing sooner is no gain
+    assert not autotelic.wins(score(2, 10.0), score(2, 15.0), 0.15, speed_counts=False)   # takes tries away
+    assert autotelic.wins(score(3, 20.0), score(2, 15.0), 0.15, speed_counts=False)
 
 
 def test_a_practice_cycle_is_taught_as_the_architect_taught_it_and_scored_by_the_kept_checks(tmp_path):
