@@ -83,6 +83,10 @@ def test_a_proposal_that_wins_is_adopted_and_can_be_reverted(kernel, tmp_path):
     kernel.loop.run_until_complete(kernel.kernel.revert_adaptation(record["id"]))
     assert live_state(kernel)[0] is None
     assert kernel.loop.run_until_complete(kernel.kernel.list_adaptations())["adaptations"][0]["reverted"]
+    deadline = time.monotonic() + 10      # the log is written asynchronously
+    while not {record["id"], again["id"]} <= {e["id"] for e in events(tmp_path, "adaptation")} \
+            and time.monotonic() < deadline:
+        kernel.loop.run_until_complete(asyncio.sleep(0.05))
     logged = {e["id"]: e for e in events(tmp_path, "adaptation")}
     assert logged[record["id"]]["adopted"] is True and logged[again["id"]]["adopted"] is False
     # practice cycles are logged as such and never counted as the Architect's
@@ -220,7 +224,7 @@ def test_a_lora_round_trains_on_the_record_and_attaches_nothing_when_it_does_not
 
 def test_a_winning_lora_is_stored_as_a_blob_attached_and_revertible(tiny_kernel, monkeypatch):
     k = tiny_kernel
-    monkeypatch.setattr(autotelic, "wins", lambda proposed, current, speedup: True)   # the verdict only
+    monkeypatch.setattr(autotelic, "wins", lambda proposed, current, speedup, **kw: True)   # the verdict only
     record = k.loop.run_until_complete(k.kernel.autotelic.run_round(LORA))
     assert record["adopted"] is True, record
     name = f"auto-{record['id']}"
