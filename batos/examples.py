@@ -133,7 +133,14 @@ class Choice:
 def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
     """The candidate to install among ``runs`` (one list of outcomes per candidate, the
     examples in the same order; the first ``trusted`` examples must pass), or None when
-    there is no candidate.  CodeT: group by outputs, score = group size x matches."""
+    there is no candidate.  CodeT: group by outputs, score = group size x matches.
+
+    Raising is no answer, so candidates that raise on an example do not vouch for each
+    other: such a group scores as one candidate.  (Every exception has one signature, and
+    the same wrong idea raises the same way: ``parse_duration``'s first method and the
+    samples like it raised on ``'1h30m'``; agreeing, they outvoted the candidates that
+    answered every input, and were installed, in six of the last eight flywheel
+    evaluations.)"""
     if not runs:
         return None
     groups: dict[tuple, list[int]] = {}
@@ -154,7 +161,8 @@ def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
                                    f"{passed} of {total} examples (the others taken as mistaken)")
         else:
             accepted, why = False, f"{passed} of {total} examples pass"
-        key = (accepted, len(members) * passed, passed, -errors, -i)
+        agree = len(members) if errors == 0 else 1
+        key = (accepted, agree * passed, passed, -errors, -i)
         if best_key is None or key > best_key:
             best, best_key = Choice(i, passed, len(members), accepted, why), key
     return best

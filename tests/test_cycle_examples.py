@@ -220,6 +220,25 @@ def test_choosing_by_agreement():
     assert same((1, 2.0), [1, 2]) and not same(True, 1) and same({"a": 1}, {"a": 1.0})
 
 
+def test_candidates_that_raise_do_not_vouch_for_each_other():
+    """parse_duration, as a flywheel evaluation logged it: BRICK's expected values for
+    '1h30m' and '2h5s' are wrong; four candidates raise on them, three answer every input."""
+    args = [["1h30m"], ["45s"], ["2h5s"], ["10m"]]
+    expected = [9000, 45, 750, 600]
+    bad = "ValueError: invalid literal for int() with base 10: '1h30'"
+    raising = [Outcome(args[0], 9000, error=bad), Outcome(args[1], 45, 45),
+               Outcome(args[2], 750, error=bad), Outcome(args[3], 600, 600)]
+    answering = [Outcome(a, e, v) for a, e, v in zip(args, expected, [5400, 45, 7205, 600])]
+    pick = choose([raising] * 4 + [answering] * 3, trusted=0)
+    assert pick.index == 4 and pick.passed == 2 and pick.agreeing == 3
+    # still: a raising candidate that matches more examples beats one that matches fewer
+    worse = [Outcome(a, e, v) for a, e, v in zip(args, expected, [1, 45, 2, 3])]
+    assert choose([raising, raising, worse], trusted=0).index == 0
+    # and agreement still counts among candidates that answer
+    other = [Outcome(a, e, v) for a, e, v in zip(args, expected, [90, 45, 75, 600])]
+    assert choose([other, answering, answering], trusted=0).index == 1
+
+
 def test_a_method_keeping_data_under_its_own_name_is_repaired(kernel):
     """``self.tally`` in the method ``tally`` is the method itself: refused before it runs."""
     clash = code('def tally(self, item):\n    """Count item."""\n    if not hasattr(self, "tally"):\n'
