@@ -79,7 +79,8 @@ MENU = {
               "sampled next to the greedy one when a method fails its examples), or code_samples (0 to 6: "
               "methods written by plain code completion when the first fails or looks wrong), or plan_examples (0 to 4: "
               "example calls BRICK's plan writes to test each method; each costs plan tokens, and a wrong one "
-              "sends a right method to be sampled and repaired) (value: a number)",
+              "sends a right method to be sampled and repaired), or retries (0 to 3: repairs of a method that "
+              "fails the Architect's examples or raises, before the cycle fails) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
@@ -192,8 +193,9 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     figures alone, the embedded model proposed generic system-prompt lines in 3 of 4 lab
     answers).  The rules: methods installed though they missed
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
-    failed on their examples suggest the most code completions, then the most candidates
-    the menu allows (they are drawn only when a cycle's first method looks wrong); a state
+    failed on their examples suggest the most code completions, then the most candidates,
+    then the most repairs the menu allows (all drawn only when a cycle's first method
+    looks wrong or fails); a state
     whose answers fill its token budget on average suggests doubling it.  More tries
     come first (they can win on passes), then fewer examples (it takes tries away, so
     it wins only on passes: ``takes_tries``), then a budget (last: how many cycles were
@@ -214,15 +216,17 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     failed = (analysis.get("failure_phases") or {}).get("examples", 0)
     if cycles and failed >= max(1, 0.1 * cycles):
         kinds = analysis.get("installed_candidate_kinds") or {}
-        for slot, kind in (("code_samples", "code completion"), ("candidates", "chat sample")):
+        for slot, kind in (("code_samples", "code completion"), ("candidates", "chat sample"),
+                           ("retries", "repair")):
             now, high = configuration.get(slot), TUNABLES[slot][2]
             if isinstance(now, int) and now < high:
                 # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
                 # missions too few tries to rescue one, where 6 rescued format_seconds
+                more = "repairs give" if slot == "retries" else "of them give"
                 out.append((2, failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
-                                            f"{kinds.get(kind, 0)} installed methods were a {kind}: more of "
-                                            "them give the failing missions more tries"}))
+                                            f"{kinds.get(kind, 0)} installed methods were a {kind}: more "
+                                            f"{more} the failing missions more tries"}))
     for state in TUNED_STATES:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
         budget = configuration.get(f"{state} max_tokens")
@@ -530,7 +534,7 @@ class Autotelic:
         out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
                                "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES,
                                "code_samples": self.settings.CODE_SAMPLES,
-                               "plan_examples": self.settings.PLAN_EXAMPLES}
+                               "plan_examples": self.settings.PLAN_EXAMPLES, "retries": self.settings.CYCLE_RETRIES}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
             out.update(tunables(objects.get("psm_obj")))
@@ -799,7 +803,7 @@ class _WithAdapter:
 MIN_SAVING_S = 1.0    # ... and at least this much faster (a difference below is noise)
 # the tunables that give a cycle whose first method looks wrong more tries (plan_examples:
 # BRICK's examples are what makes a first method look wrong)
-TRIES = ("candidates", "code_samples", "repair_samples", "plan_examples")
+TRIES = ("candidates", "code_samples", "repair_samples", "plan_examples", "retries")
 
 
 def takes_tries(proposal: dict, configuration: dict) -> bool:

@@ -141,7 +141,8 @@ SKILLS_SHOWN = 2         # similar installed methods shown as examples
 # the state machine object's tunable slots (the self-tuning loop may change them):
 # {slot -> (kind, lowest, highest)}; unset, a cycle uses the setting or constant
 TUNABLES = {"candidates": (int, 1, 6), "context_chars": (int, 0, 4000), "skills_shown": (int, 0, 4),
-            "repair_samples": (int, 0, 6), "code_samples": (int, 0, 6), "plan_examples": (int, 0, MAX_PROPOSED)}
+            "repair_samples": (int, 0, 6), "code_samples": (int, 0, 6), "plan_examples": (int, 0, MAX_PROPOSED),
+            "retries": (int, 0, 3)}
 # a repair of a method that fails examples asks for the bug in words before the code: the
 # embedded model, shown its method and the failure, mostly rewrote the same method (0 of
 # 15 lab repairs right); asked to say first which step is wrong, 3 of 15 were
@@ -1316,6 +1317,13 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
     cand.outcomes = outcomes
 
 
+def retries(psm: PrototypalStateMachine, cycle: CognitiveCycle) -> int:
+    """How many times a refused method, or one that fails an example, is fed back: the
+    state machine object's ``retries`` slot, else ``CYCLE_RETRIES``."""
+    return cycle.snapshot.tuning.get("retries", psm.settings.CYCLE_RETRIES) if cycle.snapshot is not None \
+        else psm.settings.CYCLE_RETRIES
+
+
 def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
     new, cycle.pending = cycle.pending, []
     for cand in new:
@@ -1329,7 +1337,7 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     step.data["findings"] = list(cycle.findings)
     if not cycle.candidates:     # nothing admitted yet: parsing or audit findings
         cycle.failed_phase = "parsing" if latest is not None and latest.source is None else "audit"
-        if cycle.attempts <= psm.settings.CYCLE_RETRIES:
+        if cycle.attempts <= retries(psm, cycle):
             cycle.repair, cycle.feedback = latest, list(cycle.findings)
             step.data["retry"] = True
             return "SYNTHESIZING"
@@ -1382,7 +1390,7 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
     # BRICK's expected values may be wrong, but a method should not raise on its inputs:
     # an exception there asks for one repair (the best candidate so far stays in the running)
     raised = [o for o in chosen.outcomes[n_trusted:] if o.error is not None] if clear else []
-    if raised and cycle.attempts <= psm.settings.CYCLE_RETRIES:
+    if raised and cycle.attempts <= retries(psm, cycle):
         cycle.feedback = [o.feedback(cycle.selector) for o in raised] + [
             "(an example's expected value may be wrong, but the method must not raise on such input)"]
         step.data.update(failures=cycle.feedback, retry=True)
@@ -1393,7 +1401,7 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         return psm._next(cycle, "VALIDATING")
     cycle.feedback = [o.feedback(cycle.selector) for o in blocking(chosen)]
     step.data["failures"] = cycle.feedback
-    if cycle.attempts <= psm.settings.CYCLE_RETRIES:
+    if cycle.attempts <= retries(psm, cycle):
         cycle.repair = chosen
         step.data["retry"] = True
         return "SYNTHESIZING"

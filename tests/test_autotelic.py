@@ -535,6 +535,11 @@ def test_the_record_suggests_experiments_from_its_figures():
     # failures take a lever to the top of its range, not a step (0 -> 2 rescued nothing)
     weak = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 0, "candidates": 2})
     assert [(p["target"], p["value"]) for p in weak][:2] == [("code_samples", 6), ("candidates", 6)]
+    # ... and the most repairs, once the samples are at the top of their ranges
+    topped = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6, "retries": 1})
+    assert [(p["target"], p["value"]) for p in topped][:1] == [("retries", 3)]
+    assert "more repairs give" in topped[0]["why"] and autotelic.check_proposal(topped[0])
+    assert autotelic.takes_tries({"kind": "tuning", "target": "retries", "value": 0}, {"retries": 1})
     assert autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6,
                                           "DECOMPOSING max_tokens": 1024}) == []
     clean = {"cycles": 40, "failure_phases": {"examples": 1},

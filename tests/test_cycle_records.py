@@ -112,3 +112,15 @@ def test_the_snapshot_is_frozen(image):
         snap.persona = "BRICK"
     with pytest.raises(TypeError):
         snap.states["IDLE"] = None
+
+
+def test_the_state_machine_objects_retries_slot_gives_a_failing_method_more_repairs(image):
+    """``retries`` on ``psm_obj`` (the self-tuning loop's lever) overrides CYCLE_RETRIES:
+    refused twice, the third method is installed; without the slot the cycle fails."""
+    from batos import autotelic
+    result, _ = run(image, ScriptedModel(methods=[BREACH, BREACH, UPPER]), retries="0")
+    assert result.state == "FAILED" and result.phase == "audit"
+    image.transact(lambda s: autotelic.apply(s.root, {"kind": "tuning", "target": "retries", "value": 2}))
+    result, events = run(image, ScriptedModel(methods=[BREACH, BREACH, UPPER]), retries="0")
+    assert result.state == "COMPLETE", result.reason
+    assert [e["attempt"] for e in states(events) if e["state"] == "SYNTHESIZING"] == [1, 2, 3]
