@@ -498,7 +498,10 @@ class Autotelic:
         # a small model's greedy answer ignores the tried list (three rounds proposed
         # candidates=1 three times): once more at a temperature, then refused unpractised.
         # The sampled answer repeated it too (a line for ALFRED's system prompt, three
-        # rounds running): the second attempt's grammar leaves out what was tried
+        # rounds running): the second attempt's grammar leaves out what was tried.  A greedy
+        # answer that changes nothing is asked again the same way, its (kind, target) left
+        # out too (candidates 4 with candidates at 4, then code_samples 4 at 4: two of a
+        # flywheel run's four rounds were refused unpractised)
         tried_pairs = frozenset((p.get("kind"), p.get("target")) for p in tried)
         for attempt in range(2):
             gen = k.psm.models.complete("ALFRED", messages, self.settings.PLAN_MAX_TOKENS + 96,
@@ -512,8 +515,16 @@ class Autotelic:
                 raw = json.loads(gen.text)
             except json.JSONDecodeError as exc:
                 raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
-            if not isinstance(raw, dict) or _key(raw) not in seen:
+            if not isinstance(raw, dict):
                 break
+            if _key(raw) not in seen:
+                try:
+                    idle = self._unchanged(check_proposal(raw))
+                except BadProposal:
+                    break                       # refused below, with the reason
+                if not idle:
+                    break
+                tried_pairs |= {(raw.get("kind"), raw.get("target"))}
         if not isinstance(raw, dict):
             raise BadProposal(f"ALFRED's answer was not one change: {json.dumps(raw)[:200]}")
         try:
@@ -662,8 +673,14 @@ class Autotelic:
 
     def _check_not_current(self, proposal: dict) -> None:
         """A proposal that changes nothing is refused (it would be adopted on noise)."""
+        why = self._unchanged(proposal)
+        if why:
+            raise BadProposal(why)
+
+    def _unchanged(self, proposal: dict) -> Optional[str]:
+        """Why a (checked) proposal would change nothing, or None when it changes something."""
         if proposal["kind"] == "lora":
-            return
+            return None
         if proposal["kind"] in ("tuning", "max_tokens"):
             # the value in force, the setting's or the constant's when the slot is unset (ALFRED
             # proposed candidates 4 with the setting at 4, and noise between equal arms adopted it)
@@ -676,9 +693,10 @@ class Autotelic:
                 present = obj._slots.get(slot) if obj is not None else None
         if proposal["kind"] in ("instructions", "system_prompt"):
             if proposal["value"] in str(present or ""):
-                raise BadProposal(f"{proposal['target']}'s {slot} already says {proposal['value']!r}")
+                return f"{proposal['target']}'s {slot} already says {proposal['value']!r}"
         elif present == proposal["value"]:
-            raise BadProposal(f"{proposal['target']} is already {proposal['value']!r}")
+            return f"{proposal['target']} is already {proposal['value']!r}"
+        return None
 
     def _practise(self, suite: list[Practice], proposal: dict, cancel: threading.Event,
                   round_id: str, adapter: Optional[tuple[str, Path]] = None) -> tuple[dict, dict]:

@@ -302,6 +302,26 @@ def test_a_proposal_tried_in_a_recent_round_is_asked_again_then_refused_unpracti
     LlamaGrammar.from_json_schema(json.dumps(second), verbose=False)
 
 
+def test_a_proposal_that_changes_nothing_is_asked_again_before_it_is_refused(kernel):
+    """A greedy answer proposing the value in force (a flywheel run spent two of four
+    rounds so) is asked again, sampled, with that (kind, target) left out of the grammar."""
+    same = {"kind": "tuning", "target": "candidates", "value": kernel.kernel.settings.CYCLE_CANDIDATES, "why": "w"}
+    model = ScriptedModel(plan=same, methods=[])
+    kernel.kernel.psm.models = model
+    record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    assert record["adopted"] is False and "already" in record["outcome"] and "scores" not in record, record
+    assert [c["temperature"] for c in model.calls] == [None, 0.9]
+    second = model.calls[1]["grammar"]
+    targets = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"] for alt in second["anyOf"]}
+    assert "candidates" not in targets["tuning"] and "code_samples" in targets["tuning"]
+    # a change answered at once is not asked again
+    model = ScriptedModel(plan={**same, "value": 3}, methods=[RIGHT, RIGHT])
+    kernel.kernel.psm.models = model
+    record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
+    asked = [c for c in model.calls if isinstance(c.get("grammar"), dict) and "anyOf" in c["grammar"]]
+    assert "scores" in record and [c["temperature"] for c in asked] == [None], record
+
+
 def test_alfred_is_shown_the_configuration_now_and_where_each_states_time_goes(kernel, tmp_path):
     """The proposal prompt names the current value of everything the menu changes (the
     defaults, then an adopted value), and the record read back gives each state's mean
