@@ -14,7 +14,7 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    (``MENU``): a state's token budget, a rule added to a state's instructions
    (reflective mutation from the failures read), a tunable of the state machine
    object (``TUNABLES``: candidates, context, skills shown, repair and code samples,
-   BRICK's plan examples), a line added to a persona's system prompt, or a LoRA
+   BRICK's plan examples, retries), a line added to a persona's system prompt, or a LoRA
    adapter;
 3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
    latest unsolved ones that failed on the Architect's examples and verified ones,
@@ -80,7 +80,7 @@ MENU = {
               "methods written by plain code completion when the first fails or looks wrong), or plan_examples (0 to 4: "
               "example calls BRICK's plan writes to test each method; each costs plan tokens, and a wrong one "
               "sends a right method to be sampled and repaired), or retries (0 to 3: repairs of a method that "
-              "fails the Architect's examples or raises, before the cycle fails) (value: a number)",
+              "is refused, fails the Architect's examples or raises on BRICK's, before giving up) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
@@ -223,9 +223,10 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
                 # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
                 # missions too few tries to rescue one, where 6 rescued format_seconds
                 more = "repairs give" if slot == "retries" else "of them give"
+                made = kinds.get(kind, 0) + (kinds.get("sampled repair", 0) if slot == "retries" else 0)
                 out.append((2, failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
-                                            f"{kinds.get(kind, 0)} installed methods were a {kind}: more "
+                                            f"{made} installed methods were a {kind}: more "
                                             f"{more} the failing missions more tries"}))
     for state in TUNED_STATES:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
@@ -515,16 +516,17 @@ class Autotelic:
                 raw = json.loads(gen.text)
             except json.JSONDecodeError as exc:
                 raise BadProposal(f"ALFRED's answer was not JSON: {exc}") from None
-            if not isinstance(raw, dict):
+            if not isinstance(raw, dict) or attempt:
                 break
-            if _key(raw) not in seen:
-                try:
-                    idle = self._unchanged(check_proposal(raw))
-                except BadProposal:
-                    break                       # refused below, with the reason
-                if not idle:
-                    break
-                tried_pairs |= {(raw.get("kind"), raw.get("target"))}
+            if _key(raw) in seen:
+                continue                        # a repeat: asked again
+            try:
+                idle = self._unchanged(check_proposal(raw))
+            except BadProposal:
+                break                           # refused below, with the reason
+            if not idle:
+                break
+            tried_pairs |= {(raw.get("kind"), raw.get("target"))}
         if not isinstance(raw, dict):
             raise BadProposal(f"ALFRED's answer was not one change: {json.dumps(raw)[:200]}")
         try:

@@ -136,16 +136,20 @@ def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
     there is no candidate.  CodeT: group by outputs, score = group size x matches.
 
     Raising is no answer, so candidates that raise on an example do not vouch for each
-    other: such a group scores as one candidate.  (Every exception has one signature, and
-    the same wrong idea raises the same way: ``parse_duration``'s first method and the
-    samples like it raised on ``'1h30m'``; agreeing, they outvoted the candidates that
-    answered every input, and were installed, in six of the last eight flywheel
-    evaluations.)"""
+    other: such a group scores as one candidate, unless it matches more examples than
+    any group that answers every input (then it is the nearer method, and a repair of
+    its exception follows).  (Every exception has one signature, and the same wrong idea
+    raises the same way: ``parse_duration``'s first method and the samples like it
+    raised on ``'1h30m'``; agreeing, they outvoted three code completions that answered
+    every input and matched as many examples, and were installed, in six of the last
+    eight flywheel evaluations.)"""
     if not runs:
         return None
     groups: dict[tuple, list[int]] = {}
     for i, outcomes in enumerate(runs):
         groups.setdefault(signature(outcomes), []).append(i)
+    answering = max((sum(o.passed for o in runs[m[0]]) for m in groups.values()
+                     if all(o.error is None for o in runs[m[0]])), default=-1)
     best, best_key = None, None
     for members in groups.values():
         i = members[0]
@@ -161,7 +165,7 @@ def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
                                    f"{passed} of {total} examples (the others taken as mistaken)")
         else:
             accepted, why = False, f"{passed} of {total} examples pass"
-        agree = len(members) if errors == 0 else 1
+        agree = len(members) if errors == 0 or passed > answering else 1
         key = (accepted, agree * passed, passed, -errors, -i)
         if best_key is None or key > best_key:
             best, best_key = Choice(i, passed, len(members), accepted, why), key

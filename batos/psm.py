@@ -1388,7 +1388,8 @@ def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRec
         step.data["sampling"] = wanted - 1 + coded
         return "SYNTHESIZING"
     # BRICK's expected values may be wrong, but a method should not raise on its inputs:
-    # an exception there asks for one repair (the best candidate so far stays in the running)
+    # an exception there asks for a repair while retries remain (the best candidate so far
+    # stays in the running)
     raised = [o for o in chosen.outcomes[n_trusted:] if o.error is not None] if clear else []
     if raised and cycle.attempts <= retries(psm, cycle):
         cycle.feedback = [o.feedback(cycle.selector) for o in raised] + [

@@ -542,7 +542,7 @@ def test_the_record_suggests_experiments_from_its_figures():
     examples suggest the most code completions and candidates their range allows; a
     state whose answers fill its budget suggests doubling it; more tries first, then
     fewer examples, then a budget.  A clean record suggests nothing."""
-    now = {"candidates": 6, "code_samples": 4, "plan_examples": 4,
+    now = {"candidates": 6, "code_samples": 4, "plan_examples": 4, "retries": 3,
            "DECOMPOSING max_tokens": 128, "SYNTHESIZING max_tokens": 512}
     record = {"cycles": 40, "failure_phases": {"examples": 5}, "installed_candidate_kinds": {"code completion": 2},
               "mean_model_use": {"DECOMPOSING": {"completion_tokens": 120.0}, "SYNTHESIZING": {"completion_tokens": 90.0}},
@@ -558,6 +558,8 @@ def test_the_record_suggests_experiments_from_its_figures():
     # ... and the most repairs, once the samples are at the top of their ranges
     topped = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6, "retries": 1})
     assert [(p["target"], p["value"]) for p in topped][:1] == [("retries", 3)]
+    assert [(p["target"], p["value"]) for p in autotelic.suggestions(record, {**now, "retries": 1})][:3] == [
+        ("code_samples", 6), ("retries", 3), ("plan_examples", 2)]
     assert "more repairs give" in topped[0]["why"] and autotelic.check_proposal(topped[0])
     assert autotelic.takes_tries({"kind": "tuning", "target": "retries", "value": 0}, {"retries": 1})
     assert autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 6,

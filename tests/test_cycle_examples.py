@@ -234,6 +234,10 @@ def test_candidates_that_raise_do_not_vouch_for_each_other():
     # still: a raising candidate that matches more examples beats one that matches fewer
     worse = [Outcome(a, e, v) for a, e, v in zip(args, expected, [1, 45, 2, 3])]
     assert choose([raising, raising, worse], trusted=0).index == 0
+    # ... and a raising group that matches more than any answering group keeps its size
+    # (then its exception is repaired): 4 x 3 matches against 2 x 2
+    nearer = [Outcome(args[0], 9000, 9000), raising[1], raising[2], raising[3]]
+    assert choose([nearer] * 4 + [answering] * 2, trusted=0).index == 0
     # and agreement still counts among candidates that answer
     other = [Outcome(a, e, v) for a, e, v in zip(args, expected, [90, 45, 75, 600])]
     assert choose([other, answering, answering], trusted=0).index == 1
