@@ -216,18 +216,18 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     failed = (analysis.get("failure_phases") or {}).get("examples", 0)
     if cycles and failed >= max(1, 0.1 * cycles):
         kinds = analysis.get("installed_candidate_kinds") or {}
-        for slot, kind in (("code_samples", "code completion"), ("candidates", "chat sample"),
-                           ("retries", "repair")):
+        for slot, made_by, noun in (("code_samples", ("code completion",), "code completions"),
+                                    ("candidates", ("chat sample",), "chat samples"),
+                                    ("retries", ("repair", "sampled repair"), "repairs")):
             now, high = configuration.get(slot), TUNABLES[slot][2]
             if isinstance(now, int) and now < high:
                 # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
                 # missions too few tries to rescue one, where 6 rescued format_seconds
-                more = "repairs give" if slot == "retries" else "of them give"
-                made = kinds.get(kind, 0) + (kinds.get("sampled repair", 0) if slot == "retries" else 0)
+                made = sum(kinds.get(k, 0) for k in made_by)
                 out.append((2, failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
-                                            f"{made} installed methods were a {kind}: more "
-                                            f"{more} the failing missions more tries"}))
+                                            f"{made} installed methods were {noun}: more {noun} give the "
+                                            "failing missions more tries"}))
     for state in TUNED_STATES:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
         budget = configuration.get(f"{state} max_tokens")

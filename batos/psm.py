@@ -1320,8 +1320,7 @@ def _check(psm: PrototypalStateMachine, cycle: CognitiveCycle, cand: Candidate) 
 def retries(psm: PrototypalStateMachine, cycle: CognitiveCycle) -> int:
     """How many times a refused method, or one that fails an example, is fed back: the
     state machine object's ``retries`` slot, else ``CYCLE_RETRIES``."""
-    return cycle.snapshot.tuning.get("retries", psm.settings.CYCLE_RETRIES) if cycle.snapshot is not None \
-        else psm.settings.CYCLE_RETRIES
+    return cycle.snapshot.tuning.get("retries", psm.settings.CYCLE_RETRIES)
 
 
 def validating(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRecord) -> str:
