@@ -55,8 +55,8 @@ from batos.image import Image
 from batos.examples import asks_for_state
 from batos.protocol import MissionBrief
 from batos.uvm import Method
-from batos.psm import (CONTEXT_CHARS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine, token_budget,
-                       tunables)
+from batos.psm import (CONSENSUS, CONTEXT_CHARS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine,
+                       token_budget, tunables)
 
 if TYPE_CHECKING:
     from batos.kernel import Kernel
@@ -80,7 +80,9 @@ MENU = {
               "methods written by plain code completion when the first fails or looks wrong), or plan_examples (0 to 4: "
               "example calls BRICK's plan writes to test each method; each costs plan tokens, and a wrong one "
               "sends a right method to be sampled and repaired), or retries (0 to 3: repairs of a method that "
-              "is refused, fails the Architect's examples or raises on BRICK's, before giving up) (value: a number)",
+              "is refused, fails the Architect's examples or raises on BRICK's, before giving up), or consensus (0 or 1: "
+              "when no candidate matches any example, 1 installs the largest group of candidates that agree, 0 the "
+              "first method) (value: a number)",
     "system_prompt": "ALFRED, BRICK, ROBIN or BABS: one line added to the persona's system prompt "
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
@@ -195,7 +197,8 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     some of their examples, and slower for it, suggest halving BRICK's examples; cycles
     failed on their examples suggest the most code completions, then the most candidates,
     then the most repairs the menu allows (all drawn only when a cycle's first method
-    looks wrong or fails); a state
+    looks wrong or fails); methods installed though they matched none of their examples
+    suggest ``consensus`` (ranked with more tries: it can win on passes); a state
     whose answers fill its token budget on average suggests doubling it.  More tries
     come first (they can win on passes), then fewer examples (it takes tries away, so
     it wins only on passes: ``takes_tries``), then a budget (last: how many cycles were
@@ -228,6 +231,12 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
                                             f"{made} installed methods were {noun}: more {noun} give the "
                                             "failing missions more tries"}))
+    blind = story.get("installed_matching_none") or 0
+    if blind and configuration.get("consensus") == 0:
+        out.append((2, blind, {"kind": "tuning", "target": "consensus", "value": 1,
+                               "why": f"{blind} methods were installed though they matched none of their "
+                                      "examples: the first method, whatever the other candidates agreed on; "
+                                      "with consensus, the largest agreeing group"}))
     for state in TUNED_STATES:
         used = ((analysis.get("mean_model_use") or {}).get(state) or {}).get("completion_tokens")
         budget = configuration.get(f"{state} max_tokens")
@@ -250,6 +259,7 @@ def _examples_story(ends: list[dict]) -> dict:
     def median(rows: list[dict]) -> Optional[float]:
         return round(statistics.median(float(e.get("duration_s") or 0) for e in rows), 1) if rows else None
     return {"installed_passing_all": len(clean), "installed_missing_some": len(missed),
+            "installed_matching_none": sum(not e.get("examples_passed") for e in missed),
             "median_cycle_s_passing_all": median(clean), "median_cycle_s_missing_some": median(missed)}
 
 
@@ -547,7 +557,8 @@ class Autotelic:
         out: dict[str, Any] = {"candidates": self.settings.CYCLE_CANDIDATES, "context_chars": CONTEXT_CHARS,
                                "skills_shown": SKILLS_SHOWN, "repair_samples": self.settings.REPAIR_SAMPLES,
                                "code_samples": self.settings.CODE_SAMPLES,
-                               "plan_examples": self.settings.PLAN_EXAMPLES, "retries": self.settings.CYCLE_RETRIES}
+                               "plan_examples": self.settings.PLAN_EXAMPLES, "retries": self.settings.CYCLE_RETRIES,
+                               "consensus": CONSENSUS}
         with self.kernel.image.reading() as s:
             objects = s.root["objects"]
             out.update(tunables(objects.get("psm_obj")))

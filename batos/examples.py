@@ -103,10 +103,11 @@ def asks_for_state(selector: str, intent: str | None) -> bool:
     return bool(_STATEFUL.search(text))
 
 
-def signature(outcomes: list[Outcome]) -> tuple:
-    """What a candidate answered on the examples' inputs, hashable (for grouping)."""
+def signature(outcomes: list[Outcome], inputs: Any = None) -> tuple:
+    """What a candidate answered on the examples' inputs (``inputs``: only those at these
+    indexes), hashable (for grouping)."""
     return tuple(repr(("error",)) if o.error is not None else repr((_norm(o.actual), bool(o.problems)))
-                 for o in outcomes)
+                 for j, o in enumerate(outcomes) if inputs is None or j in inputs)
 
 
 def _norm(value: Any) -> Any:
@@ -130,7 +131,7 @@ class Choice:
     why: str
 
 
-def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
+def choose(runs: list[list[Outcome]], trusted: int, consensus: bool = False) -> Choice | None:
     """The candidate to install among ``runs`` (one list of outcomes per candidate, the
     examples in the same order; the first ``trusted`` examples must pass), or None when
     there is no candidate.  CodeT: group by outputs, score = group size x matches.
@@ -142,21 +143,32 @@ def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
     raises the same way: ``parse_duration``'s first method and the samples like it
     raised on ``'1h30m'``; agreeing, they outvoted three code completions that answered
     every input and matched as many examples, and were installed, in six of the last
-    eight flywheel evaluations.)"""
+    eight flywheel evaluations.)
+
+    ``consensus`` (the state machine's ``consensus`` tunable): when no group matches an
+    example, the largest group that answers is chosen, not the first candidate, and an
+    input every candidate raises on is left out of the grouping (it tells no two apart).
+    Without it, a cycle whose examples were all wrong installs its first method whatever
+    the others agree on (``most_common_letter``: BRICK's four examples matched by none
+    of nine candidates, one of them an integer for a text, the first method installed)."""
     if not runs:
         return None
+    inputs = None
+    if consensus:
+        inputs = {j for j in range(len(runs[0])) if any(j < len(r) and r[j].error is None for r in runs)}
     groups: dict[tuple, list[int]] = {}
     for i, outcomes in enumerate(runs):
-        groups.setdefault(signature(outcomes), []).append(i)
+        groups.setdefault(signature(outcomes, inputs), []).append(i)
     answering = max((sum(o.passed for o in runs[m[0]]) for m in groups.values()
-                     if all(o.error is None for o in runs[m[0]])), default=-1)
+                     if all(o.error is None for j, o in enumerate(runs[m[0]]) if inputs is None or j in inputs)),
+                    default=-1)
     best, best_key = None, None
     for members in groups.values():
         i = members[0]
         outcomes = runs[i]
         total = len(outcomes)
         passed = sum(o.passed for o in outcomes)
-        errors = sum(o.error is not None for o in outcomes)
+        errors = sum(o.error is not None for j, o in enumerate(outcomes) if inputs is None or j in inputs)
         trusted_ok = all(o.passed for o in outcomes[:trusted])
         if passed == total:
             accepted, why = True, (f"all {total} examples pass" if total else "no examples to run")
@@ -166,7 +178,7 @@ def choose(runs: list[list[Outcome]], trusted: int) -> Choice | None:
         else:
             accepted, why = False, f"{passed} of {total} examples pass"
         agree = len(members) if errors == 0 or passed > answering else 1
-        key = (accepted, agree * passed, passed, -errors, -i)
+        key = (accepted, agree * passed, passed, agree if consensus else 0, -errors, -i)
         if best_key is None or key > best_key:
             best, best_key = Choice(i, passed, len(members), accepted, why), key
     return best

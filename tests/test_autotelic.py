@@ -568,17 +568,24 @@ def test_the_record_suggests_experiments_from_its_figures():
              "examples": {"installed_passing_all": 38, "installed_missing_some": 1,
                           "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}}
     assert autotelic.suggestions(clean, now) == []
+    # methods installed matching none of their examples suggest consensus, while it is off
+    blind = {**record, "examples": {**record["examples"], "installed_matching_none": 7}}
+    got = autotelic.suggestions(blind, {**now, "consensus": 0})
+    assert [(p["target"], p["value"]) for p in got][:3] == [("consensus", 1), ("code_samples", 6),
+                                                           ("plan_examples", 2)]
+    assert "7 methods were installed" in got[0]["why"] and autotelic.check_proposal(got[0])
+    assert "consensus" not in [p["target"] for p in autotelic.suggestions(blind, {**now, "consensus": 1})]
 
 
 def test_the_record_counts_methods_installed_missing_examples_from_cycle_ends():
     end = lambda state, passed, run, s: {"event": "cycle_end", "state": state, "examples_passed": passed,  # noqa: E731
                                          "examples_run": run, "duration_s": s}
     events = [end("COMPLETE", 4, 4, 10.0), end("COMPLETE", 3, 3, 12.0), end("COMPLETE", 1, 4, 30.0),
-              end("COMPLETE", 0, 0, 5.0), end("FAILED", 0, 1, 40.0),
+              end("COMPLETE", 0, 0, 5.0), end("FAILED", 0, 1, 40.0), end("COMPLETE", 0, 2, 20.0),
               {**end("COMPLETE", 0, 4, 99.0), "practice": "r1"}]          # practice: not the record
     assert autotelic.analyze(events)["examples"] == {
-        "installed_passing_all": 2, "installed_missing_some": 1,
-        "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 30.0}
+        "installed_passing_all": 2, "installed_missing_some": 2, "installed_matching_none": 1,
+        "median_cycle_s_passing_all": 11.0, "median_cycle_s_missing_some": 25.0}
 
 
 def test_alfred_is_shown_the_suggested_experiments_and_not_those_already_tried(kernel):

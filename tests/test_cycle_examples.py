@@ -243,6 +243,58 @@ def test_candidates_that_raise_do_not_vouch_for_each_other():
     assert choose([other, answering, answering], trusted=0).index == 1
 
 
+def test_with_consensus_the_largest_group_wins_when_no_example_matches():
+    """most_common_letter, as a forty-mission run logged it: BRICK's four expected values
+    are all wrong and one passes an integer for the text, so every candidate raises
+    there and none matches an example.  Without ``consensus`` the first method is
+    installed whatever the others agree on; with it, the largest answering group."""
+    args = [["Hello, World!"], ["Brick OS"], [1234567890], ["Brick OS is awesome!"]]
+    expected = ["o", "B", 1, "e"]
+    raised = "AttributeError: 'int' object has no attribute 'lower'"
+
+    def run(*answers):
+        return [Outcome(a, e, v, error=raised if v is None else None) for a, e, v in zip(args, expected, answers)]
+    first = run("h", "b", None, "a")        # the least frequent letter
+    right = run("l", "b", None, "o")
+    other = run("l", "k", None, "o")        # ties not alphabetical
+    runs = [first, other, right, right, right]
+    assert choose(runs, trusted=0).index == 0
+    pick = choose(runs, trusted=0, consensus=True)
+    assert pick.index == 2 and pick.agreeing == 3 and pick.passed == 0 and not pick.accepted
+    # the integer every candidate raises on is left out: a group raising on another input
+    # does not vouch for itself against one that answers the rest
+    partial = run("l", None, None, "o")
+    assert choose([partial, partial, partial, right], trusted=0, consensus=True).index == 3
+    # a match still outranks any number of agreeing candidates
+    matching = run("o", "k", None, "x")
+    assert choose([right, right, right, matching], trusted=0, consensus=True).index == 3
+    # and with nobody agreeing, the first method stays
+    assert choose([first, other, right], trusted=0, consensus=True).index == 0
+
+
+LETTER_LEAST = code('def top_letter(self, text):\n    """Most frequent letter."""\n'
+                   '    return min(text, key=text.count)\n')
+LETTER_MOST = code('def top_letter(self, text):\n    """Most frequent letter."""\n'
+                   '    return max(sorted(text), key=text.count)\n')
+
+
+def test_a_cycle_whose_examples_all_miss_installs_what_its_candidates_agree_on(kernel):
+    """BRICK's expected values all wrong, the first method wrong, two samples agreeing on
+    a right one: the state machine object's ``consensus`` (1 unless set) installs the
+    samples' method; with ``consensus`` 0, the first."""
+    from batos import autotelic
+    plan = {"queries": [], "examples": [{"args": ["aab"], "expected": "x"}, {"args": ["abb"], "expected": "y"}]}
+    brief = MissionBrief(selector="top_letter", args=["text"], intent="the most frequent letter")
+    result = cycle(kernel, ScriptedModel(plan=plan, methods=[LETTER_LEAST, LETTER_MOST, LETTER_MOST]), brief)
+    assert result["state"] == "COMPLETE" and "max(sorted(text)" in result["source"], result
+    assert kernel.send("genesis_obj", "top_letter", "abcbb") == "b"
+    kernel.kernel.image.transact(lambda s: autotelic.apply(s.root, {"kind": "tuning", "target": "consensus",
+                                                                    "value": 0}))
+    kernel.kernel.image.transact(lambda s: delattr(s.get("genesis_obj"), "top_letter"))
+    result = cycle(kernel, ScriptedModel(plan=plan, methods=[LETTER_LEAST, LETTER_MOST, LETTER_MOST]), brief)
+    assert result["state"] == "COMPLETE" and "min(text" in result["source"], result
+
+
 def test_a_method_keeping_data_under_its_own_name_is_repaired(kernel):
     """``self.tally`` in the method ``tally`` is the method itself: refused before it runs."""
     clash = code('def tally(self, item):\n    """Count item."""\n    if not hasattr(self, "tally"):\n'
