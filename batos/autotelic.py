@@ -14,7 +14,7 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    (``MENU``): a state's token budget, a rule added to a state's instructions
    (reflective mutation from the failures read), a tunable of the state machine
    object (``TUNABLES``: candidates, context, skills shown, repair and code samples,
-   BRICK's plan examples, retries), a line added to a persona's system prompt, or a LoRA
+   BRICK's plan examples, retries, consensus), a line added to a persona's system prompt, or a LoRA
    adapter;
 3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
    latest unsolved ones that failed on the Architect's examples and verified ones,
