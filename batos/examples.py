@@ -103,11 +103,10 @@ def asks_for_state(selector: str, intent: str | None) -> bool:
     return bool(_STATEFUL.search(text))
 
 
-def signature(outcomes: list[Outcome], inputs: Any = None) -> tuple:
-    """What a candidate answered on the examples' inputs (``inputs``: only those at these
-    indexes), hashable (for grouping)."""
+def signature(outcomes: list[Outcome]) -> tuple:
+    """What a candidate answered on the examples' inputs, hashable (for grouping)."""
     return tuple(repr(("error",)) if o.error is not None else repr((_norm(o.actual), bool(o.problems)))
-                 for j, o in enumerate(outcomes) if inputs is None or j in inputs)
+                 for o in outcomes)
 
 
 def _norm(value: Any) -> Any:
@@ -153,22 +152,21 @@ def choose(runs: list[list[Outcome]], trusted: int, consensus: bool = False) -> 
     of nine candidates, one of them an integer for a text, the first method installed)."""
     if not runs:
         return None
-    inputs = None
-    if consensus:
-        inputs = {j for j in range(len(runs[0])) if any(j < len(r) and r[j].error is None for r in runs)}
+    # the examples' inputs that tell candidates apart (with consensus: not one all raise on)
+    told = [j for j in range(len(runs[0])) if not consensus or any(r[j].error is None for r in runs)]
+    shown = [[outcomes[j] for j in told] for outcomes in runs]
     groups: dict[tuple, list[int]] = {}
-    for i, outcomes in enumerate(runs):
-        groups.setdefault(signature(outcomes, inputs), []).append(i)
+    for i, outcomes in enumerate(shown):
+        groups.setdefault(signature(outcomes), []).append(i)
     answering = max((sum(o.passed for o in runs[m[0]]) for m in groups.values()
-                     if all(o.error is None for j, o in enumerate(runs[m[0]]) if inputs is None or j in inputs)),
-                    default=-1)
+                     if all(o.error is None for o in shown[m[0]])), default=-1)
     best, best_key = None, None
     for members in groups.values():
         i = members[0]
         outcomes = runs[i]
         total = len(outcomes)
         passed = sum(o.passed for o in outcomes)
-        errors = sum(o.error is not None for j, o in enumerate(outcomes) if inputs is None or j in inputs)
+        errors = sum(o.error is not None for o in shown[i])
         trusted_ok = all(o.passed for o in outcomes[:trusted])
         if passed == total:
             accepted, why = True, (f"all {total} examples pass" if total else "no examples to run")

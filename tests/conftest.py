@@ -192,6 +192,18 @@ class InProcessKernel:
     def send(self, oid: str, selector: str, *args, **kwargs):
         return self.loop.run_until_complete(self.kernel.send(oid, selector, list(args), kwargs))["value"]
 
+    def wait_events(self, predicate, timeout_s: float = 10.0) -> list[dict]:
+        """The log's events once ``predicate(events)`` holds: its lines are written by a task
+        on this kernel's loop, so the loop runs while waiting."""
+        import asyncio
+        path = self.kernel.settings.HOME / "metacognition.jsonl"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            events = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+            if predicate(events) or time.monotonic() > deadline:
+                return events
+            self.loop.run_until_complete(asyncio.sleep(0.02))
+
     def close(self) -> None:
         self.loop.run_until_complete(self.kernel.close())
         self.loop.close()

@@ -529,9 +529,9 @@ def test_a_code_completion_candidate_wins_where_the_chat_samples_repeat_the_mist
                                        '    >>> flatten_list([1, [2, [3]]])\n    [1, 2, 3]\n    """\n')
     assert not model.methods and not model.completions
     assert kernel.send("genesis_obj", "flatten_list", [[1, [2]], 3]) == [1, 2, 3]
-    import json
-    events = [json.loads(x) for x in (kernel.kernel.settings.HOME / "metacognition.jsonl").read_text().splitlines()]
-    chosen = [e for e in events if e.get("state") == "VALIDATING" and e.get("next") == "COMPLETE"]
+    done = lambda e: e.get("state") == "VALIDATING" and e.get("next") == "COMPLETE"   # noqa: E731
+    events = kernel.wait_events(lambda ev: any(map(done, ev)))
+    chosen = [e for e in events if done(e)]
     assert chosen[-1]["chosen_kind"] == "code completion"
     assert chosen[-1]["compared"] == [["first", 0, 0], ["chat sample", 0, 0], ["chat sample", 0, 0],
                                       ["code completion", 0, 0], ["code completion", 1, 0]]
