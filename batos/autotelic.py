@@ -14,8 +14,9 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    (``MENU``): a state's token budget, a rule added to a state's instructions
    (reflective mutation from the failures read), a tunable of the state machine
    object (``TUNABLES``: candidates, context, skills shown, repair and code samples,
-   BRICK's plan examples, retries, consensus), a line added to a persona's system prompt, or a LoRA
-   adapter;
+   BRICK's plan examples, retries, consensus), a line added to a persona's system prompt,
+   worked plans shown to BRICK (``demonstrations``: earlier missions whose examples were
+   all right, ``worked_plans``), or a LoRA adapter;
 3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
    latest unsolved ones that failed on the Architect's examples and verified ones,
    those whose first method was rescued first (taught again from the Architect's
@@ -55,8 +56,8 @@ from batos.image import Image
 from batos.examples import asks_for_state
 from batos.protocol import MissionBrief
 from batos.uvm import Method
-from batos.psm import (CONSENSUS, CONTEXT_CHARS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES, PrototypalStateMachine,
-                       token_budget, tunables)
+from batos.psm import (CONSENSUS, CONTEXT_CHARS, MAX_DEMONSTRATIONS, MAX_PROPOSED, SKILLS_SHOWN, TUNABLES,
+                       PrototypalStateMachine, demonstrations, token_budget, tunables)
 
 if TYPE_CHECKING:
     from batos.kernel import Kernel
@@ -87,14 +88,34 @@ MENU = {
                      "(value: the line)",
     "lora": "ALFRED, BRICK, ROBIN or BABS when it runs on a transformers model: a LoRA adapter trained "
             "on the system's successful missions (value: training steps, 10 to 400)",
+    "demonstrations": "DECOMPOSING: worked plans shown to BRICK before each plan, taken from earlier missions "
+                      "whose examples were all right (value: how many, 0 to 3; 0 shows none)",
 }
 # one object shape per kind, so the grammar cannot pair a kind with a target it does not
-# take (ALFRED once proposed "tuning" of "ROBIN" three rounds running)
+# take (ALFRED once proposed "tuning" of "ROBIN" three rounds running), and one per tunable
+# with a short range, so it cannot write a value out of range either (a flywheel run's
+# fourth round proposed code_samples 8, refused unpractised: a round lost)
 _INT = {"type": "integer"}
 _LINE = {"type": "string", "minLength": 1, "maxLength": RULE_MAX}
 _TARGETS_VALUES = {"max_tokens": (list(TUNED_STATES), _INT), "instructions": (list(TUNED_STATES), _LINE),
                    "tuning": (list(TUNABLES), _INT), "system_prompt": (list(PERSONA_PROTOTYPES), _LINE),
-                   "lora": (list(PERSONA_PROTOTYPES), _INT)}
+                   "lora": (list(PERSONA_PROTOTYPES), _INT),
+                   "demonstrations": (["DECOMPOSING"], {"type": "integer",
+                                                        "enum": list(range(MAX_DEMONSTRATIONS + 1))})}
+ENUM_MAX = 16     # a range of at most this many values is written out as the value's enum
+
+
+def _value_shapes(kind: str, targets: list[str], value: dict) -> list[tuple[list[str], dict]]:
+    """(targets, value schema) groups of one kind: a tunable with a short range alone,
+    its value one of the range's."""
+    if kind != "tuning":
+        return [(targets, value)]
+    out: list[tuple[list[str], dict]] = []
+    wide = [t for t in targets if TUNABLES[t][2] - TUNABLES[t][1] + 1 > ENUM_MAX]
+    for t in targets:
+        if t not in wide:
+            out.append(([t], {"type": "integer", "enum": list(range(TUNABLES[t][1], TUNABLES[t][2] + 1))}))
+    return out + ([(wide, value)] if wide else [])
 
 
 def proposal_schema(exclude: frozenset = frozenset()) -> dict:
@@ -102,11 +123,12 @@ def proposal_schema(exclude: frozenset = frozenset()) -> dict:
     kind left with no target is left out; with nothing left, the whole menu)."""
     shapes = [{"type": "object",
                "properties": {"kind": {"type": "string", "enum": [kind]},
-                              "target": {"type": "string", "enum": left},
-                              "value": value, "why": {"type": "string", "maxLength": 300}},
+                              "target": {"type": "string", "enum": group},
+                              "value": shape, "why": {"type": "string", "maxLength": 300}},
                "required": ["kind", "target", "value", "why"]}
               for kind, (targets, value) in _TARGETS_VALUES.items()
-              for left in [[t for t in targets if (kind, t) not in exclude]] if left]
+              for left in [[t for t in targets if (kind, t) not in exclude]] if left
+              for group, shape in _value_shapes(kind, left, value)]
     return {"anyOf": shapes} if shapes else proposal_schema()
 
 
@@ -281,9 +303,15 @@ def check_proposal(p: dict) -> dict:
         value = " ".join(value.split())[:RULE_MAX]
     elif kind == "lora" and target in PERSONA_PROTOTYPES and isinstance(value, int) and 1 <= value <= 400:
         pass
+    elif kind == "demonstrations" and target == "DECOMPOSING" and isinstance(value, int) and \
+            0 <= value <= MAX_DEMONSTRATIONS:
+        pass
     else:
         raise BadProposal(f"not a change the menu offers: {json.dumps(p)[:300]}")
-    return {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
+    out = {"kind": kind, "target": target, "value": value, "why": str(p.get("why") or "")[:300]}
+    if kind == "demonstrations" and value and "plans" in p:     # chosen already (a round's record)
+        out["plans"] = demonstrations(p["plans"])
+    return out
 
 
 SCAN_VERIFIED = 64     # the latest verified missions a practice suite is chosen from
@@ -293,6 +321,49 @@ def struggled(cycle: Any) -> bool:
     """Did a completed cycle's first method fail to carry it: more than one SYNTHESIZING
     (candidates sampled, or a repair) in its transitions?"""
     return list(cycle.get("transitions") or ()).count("SYNTHESIZING") > 1
+
+
+def _shape(value: Any) -> str:
+    return type(value).__name__
+
+
+def worked_plans(root: Any, limit: int = MAX_DEMONSTRATIONS, exclude: frozenset = frozenset()) -> list[dict]:
+    """Earlier missions whose plan was right, as worked plans BRICK may be shown
+    (``demonstrations``): completed cycles to the practice object whose examples BRICK
+    wrote (the Architect gave none), whose first method passed them all (no sampling, no
+    repair) and still keeps at least two, with the same types of arguments in every call
+    (``brackets_balanced(text)`` kept a list and a dict as its text: a demonstration of
+    that would teach it).  Most examples first, then most distinct results, then the
+    latest.  ``exclude``: selectors not to take (the practice suite's own missions: shown
+    one, a practice cycle would be shown its answers)."""
+    out: list[tuple[int, int, int, dict]] = []
+    seen: set[str] = set()
+    records = sorted(root["cycles"].values(), key=lambda c: -float(c.get("finished_at") or 0))
+    target = root["objects"].get(TARGET_PRACTICE)
+    for i, c in enumerate(records[:SCAN_VERIFIED]):
+        selector = str(c.get("selector"))
+        if c.get("target") != TARGET_PRACTICE or selector in seen or selector in exclude or target is None:
+            continue
+        seen.add(selector)
+        try:
+            mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
+        except Exception:
+            continue
+        found = target._slots.get(selector)
+        kept = [[list(a), e] for a, e in (getattr(found, "examples", None) or [])]
+        if mission.examples or struggled(c) or c.get("state", "COMPLETE") != "COMPLETE" or len(kept) < 2 \
+                or asks_for_state(mission.selector, mission.intent) or mission.kwargs:
+            continue
+        shapes = {tuple(_shape(a) for a in args) for args, _ in kept}
+        if len(shapes) != 1 or any(len(args) != len(mission.args) for args, _ in kept):
+            continue
+        call = mission.example_call or f"{selector}({', '.join(mission.args)})"
+        distinct = len({json.dumps(e, sort_keys=True, default=str) for _, e in kept})
+        out.append((-min(len(kept), MAX_PROPOSED), -distinct, i,
+                    {"call": call, "intent": mission.intent or "", "examples": kept[:MAX_PROPOSED],
+                     "target": TARGET_PRACTICE}))
+    out.sort(key=lambda x: x[:3])
+    return [d for *_, d in out[:limit]]
 
 
 def _forget(obj: Any, selector: str) -> None:
@@ -312,6 +383,8 @@ def _slot(kind: str, target: str) -> tuple[str, str]:
         return state_oid(target), "max_tokens"
     if kind == "instructions":
         return state_oid(target), "instructions"
+    if kind == "demonstrations":
+        return state_oid(target), "demonstrations"
     if kind == "tuning":
         return "psm_obj", target
     return PERSONA_PROTOTYPES[target][0], "system_prompt"
@@ -327,6 +400,8 @@ def apply(root: Any, proposal: dict) -> dict:
     if proposal["kind"] in ("instructions", "system_prompt"):
         new = f"{str(old or '').rstrip()}\n- {proposal['value']}" if proposal["kind"] == "instructions" \
             else f"{str(old or '').rstrip()}\n{proposal['value']}"
+    elif proposal["kind"] == "demonstrations":
+        new = demonstrations(proposal.get("plans")) if proposal["value"] else []
     else:
         new = proposal["value"]
     setattr(obj, slot, new)
@@ -438,6 +513,7 @@ class Autotelic:
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
             proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel, events)
+            proposal = self._with_plans(proposal, suite)
             record["proposal"] = proposal
             self._check_not_current(proposal)
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
@@ -567,6 +643,8 @@ class Autotelic:
                 if obj is not None:
                     out[f"{state} max_tokens"] = token_budget(
                         obj._slots.get("max_tokens"), obj._slots.get("max_tokens_setting"), self.settings)
+                    if state == "DECOMPOSING":
+                        out[f"{state} demonstrations"] = len(demonstrations(obj._slots.get("demonstrations")))
         return out
 
     def practice_suite(self, events: Optional[list[dict]] = None) -> list[Practice]:
@@ -684,6 +762,18 @@ class Autotelic:
         k.models.ingest_loras(adapter[0], persona)
         return {"lora_persona": persona, "value": previous, "adapter": adapter[0]}
 
+    def _with_plans(self, proposal: dict, suite: list[Practice]) -> dict:
+        """A ``demonstrations`` proposal with the worked plans it would show, chosen now
+        from the record (none of the practice suite's missions: ``worked_plans``)."""
+        if proposal["kind"] != "demonstrations" or not proposal["value"] or "plans" in proposal:
+            return proposal
+        with self.kernel.image.reading() as s:
+            plans = worked_plans(s.root, proposal["value"], frozenset(p.mission.selector for p in suite))
+        if not plans:
+            raise BadProposal("no earlier mission outside the practice suite had a plan whose examples were "
+                              "all right: there is no worked plan to show yet")
+        return {**proposal, "value": len(plans), "plans": plans}
+
     def _check_not_current(self, proposal: dict) -> None:
         """A proposal that changes nothing is refused (it would be adopted on noise)."""
         why = self._unchanged(proposal)
@@ -707,6 +797,9 @@ class Autotelic:
         if proposal["kind"] in ("instructions", "system_prompt"):
             if proposal["value"] in str(present or ""):
                 return f"{proposal['target']}'s {slot} already says {proposal['value']!r}"
+        elif proposal["kind"] == "demonstrations":
+            if demonstrations(present) == (proposal.get("plans") or []):
+                return f"{proposal['target']} already shows those {len(demonstrations(present))} worked plans"
         elif present == proposal["value"]:
             return f"{proposal['target']} is already {proposal['value']!r}"
         return None

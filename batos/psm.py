@@ -21,6 +21,7 @@ internal (a bug).
 from __future__ import annotations
 
 import ast
+import collections
 import dataclasses
 import json
 import logging
@@ -108,6 +109,7 @@ ASK_QUERIES = "1 to 3 short search queries (a few words each) for facts that wou
 ASK_EXAMPLES = ("{count} of calls to {it}, one for each rule or edge case in the Architect's words: "
                 "the arguments (a JSON list of values of the types the method takes; numbers, lists and "
                 "booleans as JSON values, not in quotes) and the exact value it must return")
+MAX_DEMONSTRATIONS = 3  # worked plans DECOMPOSING may show (``demonstrations``)
 PLAN_EXAMPLES_COUNT = {1: "1 example", 2: "1 or 2 examples", 3: "2 or 3 examples", 4: "3 or 4 examples"}
 
 
@@ -166,6 +168,7 @@ class StateConf:
     instructions: str
     max_tokens: Optional[int]
     max_tokens_setting: Optional[str]
+    demonstrations: tuple = ()      # DECOMPOSING: worked plans shown first (``demonstrations``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -542,7 +545,8 @@ class PrototypalStateMachine:
                 get = obj._slots.get
                 states[state] = StateConf(str(get("next") or ""), get("persona"),
                                           str(get("instructions") or ""), get("max_tokens"),
-                                          get("max_tokens_setting"))
+                                          get("max_tokens_setting"),
+                                          tuple(demonstrations(get("demonstrations"))))
             prompts = {p: str(objects[oid]._slots.get("system_prompt", ""))
                        for p, (oid, _) in PERSONA_PROTOTYPES.items() if oid in objects}
             replaced = target._slots.get(cycle.selector)
@@ -706,7 +710,11 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
         step.data["skipped"] = "the memory holds nothing similar and the examples are given"
         return psm._next(cycle, "DECOMPOSING")
     prompt = conf.instructions.format(**psm._fields(cycle))
-    gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), {"role": "user", "content": prompt}],
+    shown = list(conf.demonstrations) if want_examples else []
+    turns = [t for demo in shown for t in demo_turns(conf.instructions, demo, want_examples)]
+    if shown:
+        step.data["demonstrations"] = [d["call"] for d in shown]
+    gen = psm._ask(cycle, step, persona, [psm._system(cycle, persona), *turns, {"role": "user", "content": prompt}],
                    plan_schema(want_queries, want_examples, len(cycle.mission.args)))
     try:
         plan = ResearchPlan.model_validate(load_plan(gen.text))
@@ -726,6 +734,39 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
     step.data["queries"] = cycle.queries
     step.data["examples"] = cycle.proposed
     return psm._next(cycle, "DECOMPOSING")
+
+
+def demonstrations(value: Any) -> list[dict]:
+    """The worked plans a DECOMPOSING state object keeps (its ``demonstrations`` slot: a
+    list of ``{"call", "intent", "examples"}`` and the ``target`` it was taught to, the self-tuning loop's ``demonstrations``
+    proposal), those well formed; anything else in the slot is ignored."""
+    out = []
+    for d in value if isinstance(value, (list, tuple)) else ():
+        try:
+            call, intent, examples = str(d["call"]), str(d.get("intent") or ""), list(d["examples"])
+            target = str(d.get("target") or "genesis_obj")
+            examples = [[list(a), e] for a, e in examples][:MAX_PROPOSED]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if call and examples:
+            out.append({"call": call, "intent": intent, "examples": examples, "target": target})
+    return out[:MAX_DEMONSTRATIONS]
+
+
+def demo_turns(instructions: str, demo: dict, examples: int) -> list[dict]:
+    """One worked plan as two chat turns before the mission's own: the instructions
+    filled in for an earlier verified mission, asking for examples only, and the plan
+    its verified method satisfied (its kept examples), written as BRICK's grammar
+    writes one."""
+    fields = {"target": demo["target"], "selector": demo["call"].split("(")[0], "example_call": demo["call"],
+              "intent_line": f"The Architect's words: {demo['intent']}\n" if demo["intent"] else "",
+              "methods": "none", "plan_asks": plan_asks(False, examples)}
+    try:
+        asked = instructions.format_map(collections.defaultdict(str, fields))
+    except (ValueError, IndexError):      # a rewritten instruction with stray braces
+        asked = plan_asks(False, examples) + "\n" + demo["call"]
+    answer = {"examples": [{"args": args, "expected": expected} for args, expected in demo["examples"][:examples]]}
+    return [{"role": "user", "content": asked}, {"role": "assistant", "content": json.dumps(answer)}]
 
 
 def load_plan(text: str) -> Any:

@@ -48,6 +48,13 @@ def live_state(k):
         return s.get("psm_obj")._slots.get("candidates"), k.image.db.storage.lastTransaction()
 
 
+def targets_by_kind(schema):
+    out = {}
+    for alt in schema["anyOf"]:
+        out.setdefault(alt["properties"]["kind"]["enum"][0], []).extend(alt["properties"]["target"]["enum"])
+    return out
+
+
 def events(tmp_path, kind):
     return [json.loads(x) for x in (tmp_path / "metacognition.jsonl").read_text().splitlines()
             if f'"event": "{kind}"' in x]
@@ -256,14 +263,21 @@ def test_without_verified_missions_a_round_asks_nothing_and_adopts_nothing(tmp_p
 
 
 def test_alfreds_grammar_pairs_each_kind_with_its_targets_and_a_refusal_is_shown_as_tried(kernel, tmp_path):
-    """The schema is one shape per kind (tuning of ROBIN cannot be written); a proposal
-    refused all the same (a value out of range) is shown to the next round as tried."""
-    kinds = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"]
-             for alt in autotelic.PROPOSAL_SCHEMA["anyOf"]}
-    assert kinds["tuning"] == list(autotelic.TUNABLES) and "ROBIN" not in kinds["tuning"]
+    """The schema has shapes per kind (tuning of ROBIN cannot be written), one per tunable
+    with a short range (code_samples 8 cannot be written either); a proposal refused all
+    the same (a value out of range) is shown to the next round as tried."""
+    kinds = targets_by_kind(autotelic.PROPOSAL_SCHEMA)
+    assert sorted(kinds["tuning"]) == sorted(autotelic.TUNABLES) and "ROBIN" not in kinds["tuning"]
     assert set(kinds) == set(autotelic.MENU)
+    values = {(alt["properties"]["kind"]["enum"][0], t): alt["properties"]["value"]
+              for alt in autotelic.PROPOSAL_SCHEMA["anyOf"] for t in alt["properties"]["target"]["enum"]}
+    assert values[("tuning", "code_samples")]["enum"] == [0, 1, 2, 3, 4, 5, 6]
+    assert values[("tuning", "consensus")]["enum"] == [0, 1]
+    assert values[("tuning", "context_chars")] == {"type": "integer"}          # 4001 values: checked after
+    assert values[("demonstrations", "DECOMPOSING")]["enum"] == [0, 1, 2, 3]
     from llama_cpp import LlamaGrammar
-    LlamaGrammar.from_json_schema(json.dumps(autotelic.PROPOSAL_SCHEMA), verbose=False)   # llama.cpp takes it
+    grammar = LlamaGrammar.from_json_schema(json.dumps(autotelic.PROPOSAL_SCHEMA), verbose=False)   # llama.cpp takes it
+    assert '"6"' in grammar._grammar and '"8"' not in grammar._grammar
     out_of_range = {"kind": "tuning", "target": "candidates", "value": 99, "why": "more"}
     kernel.kernel.psm.models = ScriptedModel(plan=out_of_range, methods=[])
     record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
@@ -292,7 +306,7 @@ def test_a_proposal_tried_in_a_recent_round_is_asked_again_then_refused_unpracti
     # the sampled attempt's grammar has no shape for what was tried: tuning of candidates
     first_grammar, second = model.calls[0]["grammar"], model.calls[1]["grammar"]
     assert first_grammar == autotelic.PROPOSAL_SCHEMA
-    targets = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"] for alt in second["anyOf"]}
+    targets = targets_by_kind(second)
     assert "candidates" not in targets["tuning"] and "skills_shown" in targets["tuning"]
     assert set(targets) == set(autotelic.MENU)
     assert autotelic.proposal_schema(frozenset({("lora", t) for t in autotelic.PERSONA_PROTOTYPES}))["anyOf"] \
@@ -312,7 +326,7 @@ def test_a_proposal_that_changes_nothing_is_asked_again_before_it_is_refused(ker
     assert record["adopted"] is False and "already" in record["outcome"] and "scores" not in record, record
     assert [c["temperature"] for c in model.calls] == [None, 0.9]
     second = model.calls[1]["grammar"]
-    targets = {alt["properties"]["kind"]["enum"][0]: alt["properties"]["target"]["enum"] for alt in second["anyOf"]}
+    targets = targets_by_kind(second)
     assert "candidates" not in targets["tuning"] and "code_samples" in targets["tuning"]
     # a change answered at once is not asked again
     model = ScriptedModel(plan={**same, "value": 3}, methods=[RIGHT, RIGHT])
@@ -506,6 +520,7 @@ def test_a_practice_cycle_is_taught_as_the_architect_taught_it_and_scored_by_the
         record = k.loop.run_until_complete(a.run_round({"kind": "tuning", "target": "plan_examples",
                                                         "value": 2, "why": "w"}))
         # the current arm's cycle completed with its wrong method; the checks failed it
+        k.wait_events(lambda ev: any(e.get("id") == record["id"] for e in ev))   # the log is written by a task
         ends = {e["config"]: e for e in events(tmp_path, "cycle_end") if e.get("practice") == record["id"]}
         assert ends["current"]["state"] == "COMPLETE" and "n + 2" in ends["current"]["artifact"]
         assert record["scores"]["current"]["passed"] == 0 and record["scores"]["proposed"]["passed"] == 1
@@ -635,3 +650,93 @@ def test_the_flywheel_benchmark_pairs_the_missions_both_sides_passed():
     after = {"failed": ["d"], "seconds": {"a": 5.0, "b": 4.0, "c": 20.0, "d": 2.0}}
     assert paired(before, after) == {"missions": 2, "median_ratio": 0.75, "before_s": 14.0, "after_s": 9.0}
     assert paired({"failed": ["a"], "seconds": {"a": 1.0}}, {"failed": [], "seconds": {"a": 1.0}}) == {"missions": 0}
+
+
+def test_worked_plans_come_from_verified_plans_and_a_demonstrations_round_shows_them_to_brick(tmp_path):
+    """``demonstrations``: the worked plans are earlier missions whose examples BRICK
+    wrote and whose first method passed them all, never a practice mission (it would be
+    shown its answers), never one whose calls mix argument types.  Practised, only the
+    proposed arm's plans are shown them, as earlier turns; adopted, the next cycle's plan
+    is; reverted, none is."""
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "2", "BATOS_CODE_SAMPLES": "0", "BATOS_REPAIR_SAMPLES": "0",
+        "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "1"}))
+    size = '```python\ndef size(self, text):\n    """How many items."""\n    return len(text)\n```'
+    try:
+        def teach(selector, examples, methods):
+            k.kernel.psm.models = ScriptedModel(plan={"queries": [selector], "examples": examples},
+                                                methods=methods)
+            brief = MissionBrief(selector=selector, args=["n"] if selector != "size" else ["text"],
+                                 intent=f"the {selector} mission")
+            return k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"]
+
+        ex = lambda *pairs: [{"args": [a], "expected": e} for a, e in pairs]   # noqa: E731
+        assert teach("triple", ex((2, 6), (5, 15), (0, 0)), [TRIPLE_RIGHT]) == "COMPLETE"
+        assert teach("size", ex(("ab", 2), (["x", "y"], 2)), [size]) == "COMPLETE"   # a str, then a list
+        assert teach("double", ex((2, 4), (3, 6)), [WRONG, RIGHT]) == "COMPLETE"  # a sample rescued it
+        a = k.kernel.autotelic
+        with k.image.reading() as s:
+            plans = autotelic.worked_plans(s.root)
+            assert autotelic.worked_plans(s.root, exclude=frozenset({"triple"})) == []
+        assert plans == [{"call": "triple(n)", "intent": "the triple mission", "target": "genesis_obj",
+                          "examples": [[[2], 6], [[5], 15], [[0], 0]]}]
+        assert [p.mission.selector for p in a.practice_suite()] == ["double"]
+
+        # practised: the current arm's first method and its sample are wrong, the proposed arm's right
+        model = ScriptedModel(plan={"queries": ["double"], "examples": [{"args": [3], "expected": 6}]},
+                              methods=[WRONG, WRONG, RIGHT])
+        k.kernel.psm.models = model
+        record = k.loop.run_until_complete(a.run_round({"kind": "demonstrations", "target": "DECOMPOSING",
+                                                        "value": 3, "why": "w"}))
+        assert record["proposal"]["value"] == 1 and record["proposal"]["plans"] == plans
+        assert record["adopted"] is True, record
+        current, proposed = [c["messages"] for c in model.calls if c.get("grammar") is not None]
+        assert len(current) == 2 and len(proposed) == 4
+        assert "Missing method: triple(n)" in proposed[1]["content"]
+        assert json.loads(proposed[2]["content"])["examples"][1] == {"args": [5], "expected": 15}
+        assert "Missing method: double(n)" in proposed[3]["content"]
+        assert a.configuration()["DECOMPOSING demonstrations"] == 1
+        again = k.loop.run_until_complete(a.run_round({"kind": "demonstrations", "target": "DECOMPOSING",
+                                                       "value": 1, "why": "w"}))
+        assert again["adopted"] is False and "already shows" in again["outcome"], again
+
+        # adopted: a real cycle's plan is shown it; reverted: not
+        def plan_messages():
+            model = ScriptedModel(plan={"queries": ["q"], "examples": [{"args": [1], "expected": 4}]},
+                                  methods=['```python\ndef quad(self, n):\n    """Four n."""\n    return n * 4\n```'])
+            k.kernel.psm.models = model
+            brief = MissionBrief(selector="quad", args=["n"], intent="four times n")
+            assert k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"] == "COMPLETE"
+            return next(c["messages"] for c in model.calls if c.get("grammar") is not None)
+
+        assert len(plan_messages()) == 4
+        k.loop.run_until_complete(k.kernel.revert_adaptation(record["id"]))
+        assert len(plan_messages()) == 2 and a.configuration()["DECOMPOSING demonstrations"] == 0
+    finally:
+        k.close()
+
+
+def test_a_demonstrations_proposal_with_no_worked_plan_is_refused_unpractised(kernel):
+    """The fixture's one verified mission had the Architect's examples (BRICK wrote none):
+    no worked plan, so nothing to practise."""
+    record = round_(kernel, proposal={"kind": "demonstrations", "target": "DECOMPOSING", "value": 2, "why": "w"})
+    assert record["adopted"] is False and "no worked plan" in record["outcome"] and "scores" not in record, record
+    with pytest.raises(autotelic.BadProposal):
+        autotelic.check_proposal({"kind": "demonstrations", "target": "SYNTHESIZING", "value": 1})
+    with pytest.raises(autotelic.BadProposal):
+        autotelic.check_proposal({"kind": "demonstrations", "target": "DECOMPOSING", "value": 4})
+
+
+def test_a_state_shows_only_well_formed_demonstrations():
+    from batos.psm import MAX_DEMONSTRATIONS, demo_turns, demonstrations
+    from batos.genesis import DECOMPOSING_INSTRUCTIONS
+    good = {"call": "gcd(a, b)", "intent": "greatest common divisor", "examples": [[[12, 8], 4], [[7, 3], 1]]}
+    assert demonstrations([good, 5, {"call": "x()"}, {"call": "", "examples": [[[1], 1]]}, None]) == [
+        {**good, "target": "genesis_obj"}]
+    assert demonstrations("not a list") == [] and len(demonstrations([good] * 9)) == MAX_DEMONSTRATIONS
+    user, answer = demo_turns(DECOMPOSING_INSTRUCTIONS, demonstrations([good])[0], 1)
+    assert "Missing method: gcd(a, b)" in user["content"] and "1 example of calls" in user["content"]
+    assert json.loads(answer["content"]) == {"examples": [{"args": [12, 8], "expected": 4}]}
+    # a rewritten instruction with a field no demonstration has still renders
+    assert "gcd" in demo_turns("{plan_asks} {unknown} {example_call}", demonstrations([good])[0], 2)[0]["content"]
