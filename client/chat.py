@@ -110,8 +110,9 @@ def _practice(score: Any) -> str:
 
 
 def adaptation_lines(result: Any) -> list[str]:
-    """``list_adaptations``' result, one line per adaptation: id, when, the change, the
-    practice scores (current → proposed), reverted or not, and why."""
+    """``list_adaptations``' result, one line per adaptation: id, when, the change (and
+    the earlier missions a ``demonstrations`` change shows), the practice scores
+    (current → proposed), reverted or not, and why."""
     adaptations = result.get("adaptations") if isinstance(result, dict) else None
     if not isinstance(adaptations, list) or not adaptations:
         return ["  (no adaptations adopted yet)"]
@@ -126,6 +127,10 @@ def adaptation_lines(result: Any) -> list[str]:
         p = a.get("proposal") if isinstance(a.get("proposal"), dict) else {}
         value = json.dumps(p.get("value"), ensure_ascii=False, default=repr)
         value = value if len(value) <= 40 else value[:39] + "…"
+        plans = p.get("plans") if isinstance(p.get("plans"), list) else []
+        calls = ", ".join(str(x.get("call")) for x in plans if isinstance(x, dict))
+        if calls:       # the worked plans a demonstrations change shows BRICK
+            value += f" ({calls if len(calls) <= 80 else calls[:79] + '…'})"
         scores = a.get("scores") if isinstance(a.get("scores"), dict) else {}
         why = " ".join(str(p.get("why") or "").split())
         lines.append(f"  {str(a.get('id')):<12} {when}  {p.get('kind')} {p.get('target')} = {value}  "

@@ -384,6 +384,9 @@ def test_adaptation_lines_show_one_adaptation_per_line():
     assert first.lstrip().startswith("a1b2c3d4e5") and "max_tokens SYNTHESIZING = 384" in first
     assert "practice 2/3 in 21.5s → 3/3 in 19s" in first and "answers were cut short" in first
     assert "(reverted)" not in first and "(reverted)" in lines[1] and "…" in lines[1]
+    demo = {**ADAPTATION, "proposal": {"kind": "demonstrations", "target": "DECOMPOSING", "value": 2, "plans": [
+        {"call": "gcd(a, b)", "examples": []}, {"call": "is_prime(n)", "examples": []}, "odd"]}}
+    assert "demonstrations DECOMPOSING = 2 (gcd(a, b), is_prime(n))" in adaptation_lines({"adaptations": [demo]})[0]
     assert adaptation_lines({"adaptations": []}) == ["  (no adaptations adopted yet)"]
     assert adaptation_lines(None) == ["  (no adaptations adopted yet)"]
     assert adaptation_lines({"adaptations": [{"id": "odd", "ts": "soon", "scores": 3}, 7]})[0].lstrip().startswith("odd")
