@@ -329,7 +329,8 @@ def _shape(value: Any) -> str:
 
 def worked_plans(root: Any, limit: int = MAX_DEMONSTRATIONS, exclude: frozenset = frozenset()) -> list[dict]:
     """Earlier missions whose plan was right, as worked plans BRICK may be shown
-    (``demonstrations``): completed cycles to the practice object whose examples BRICK
+    (``demonstrations``): completed cycles (the image keeps no others) to the practice
+    object whose examples BRICK
     wrote (the Architect gave none), whose first method passed them all (no sampling, no
     repair) and still keeps at least two, with the same types of arguments in every call
     (``brackets_balanced(text)`` kept a list and a dict as its text: a demonstration of
@@ -351,8 +352,8 @@ def worked_plans(root: Any, limit: int = MAX_DEMONSTRATIONS, exclude: frozenset 
             continue
         found = target._slots.get(selector)
         kept = [[list(a), e] for a, e in (getattr(found, "examples", None) or [])]
-        if mission.examples or struggled(c) or c.get("state", "COMPLETE") != "COMPLETE" or len(kept) < 2 \
-                or asks_for_state(mission.selector, mission.intent) or mission.kwargs:
+        if mission.examples or struggled(c) or len(kept) < 2 or mission.kwargs \
+                or asks_for_state(mission.selector, mission.intent):
             continue
         shapes = {tuple(_shape(a) for a in args) for args, _ in kept}
         if len(shapes) != 1 or any(len(args) != len(mission.args) for args, _ in kept):

@@ -737,9 +737,10 @@ def decomposing(psm: PrototypalStateMachine, cycle: CognitiveCycle, step: StepRe
 
 
 def demonstrations(value: Any) -> list[dict]:
-    """The worked plans a DECOMPOSING state object keeps (its ``demonstrations`` slot: a
-    list of ``{"call", "intent", "examples"}`` and the ``target`` it was taught to, the self-tuning loop's ``demonstrations``
-    proposal), those well formed; anything else in the slot is ignored."""
+    """The worked plans a DECOMPOSING state object keeps, those well formed (anything
+    else in the slot is ignored): its ``demonstrations`` slot, set by the self-tuning
+    loop's ``demonstrations`` proposal, is a list of ``{"call", "intent", "examples",
+    "target"}``."""
     out = []
     for d in value if isinstance(value, (list, tuple)) else ():
         try:
@@ -763,7 +764,7 @@ def demo_turns(instructions: str, demo: dict, examples: int) -> list[dict]:
               "methods": "none", "plan_asks": plan_asks(False, examples)}
     try:
         asked = instructions.format_map(collections.defaultdict(str, fields))
-    except (ValueError, IndexError):      # a rewritten instruction with stray braces
+    except (ValueError, IndexError, KeyError, AttributeError):    # a rewritten instruction's stray braces
         asked = plan_asks(False, examples) + "\n" + demo["call"]
     answer = {"examples": [{"args": args, "expected": expected} for args, expected in demo["examples"][:examples]]}
     return [{"role": "user", "content": asked}, {"role": "assistant", "content": json.dumps(answer)}]

@@ -740,3 +740,5 @@ def test_a_state_shows_only_well_formed_demonstrations():
     assert json.loads(answer["content"]) == {"examples": [{"args": [12, 8], "expected": 4}]}
     # a rewritten instruction with a field no demonstration has still renders
     assert "gcd" in demo_turns("{plan_asks} {unknown} {example_call}", demonstrations([good])[0], 2)[0]["content"]
+    for stray in ("{target.name}", "{0}", "{unknown[1]}", "{"):
+        assert "gcd(a, b)" in demo_turns(stray, demonstrations([good])[0], 2)[0]["content"]
