@@ -590,6 +590,11 @@ def test_the_record_suggests_experiments_from_its_figures():
                                                            ("plan_examples", 2)]
     assert "7 methods were installed" in got[0]["why"] and autotelic.check_proposal(got[0])
     assert "consensus" not in [p["target"] for p in autotelic.suggestions(blind, {**now, "consensus": 1})]
+    # methods installed missing some of BRICK's examples suggest worked plans first, while none is shown
+    got = autotelic.suggestions(record, {**now, "DECOMPOSING demonstrations": 0})
+    assert [(p["kind"], p["value"]) for p in got][:2] == [("demonstrations", 3), ("tuning", 6)]
+    assert "12 of 35" in got[0]["why"] and autotelic.check_proposal(got[0])
+    assert "demonstrations" not in [p["kind"] for p in autotelic.suggestions(record, {**now, "DECOMPOSING demonstrations": 2})]
 
 
 def test_the_record_counts_methods_installed_missing_examples_from_cycle_ends():
@@ -618,7 +623,9 @@ def test_alfred_is_shown_the_suggested_experiments_and_not_those_already_tried(k
               "outcome": "not adopted: the practice score did not improve"}]
     with pytest.raises(autotelic.BadProposal, match="already tried"):
         a._propose(record, threading.Event(), tried)       # the scripted answer repeats it
-    assert all("Experiments the record suggests" not in c["messages"][1]["content"] for c in model.calls[1:])
+    later = [c["messages"][1]["content"] for c in model.calls[1:]]
+    assert later and all('"target": "plan_examples", "value": 2' not in x for x in later)   # tried: not suggested
+    assert all('"kind": "demonstrations"' in x for x in later)        # the one suggestion left
 
 
 def test_checks_that_cannot_run_count_as_a_miss_and_a_cancel_stops_them(kernel):
@@ -680,7 +687,7 @@ def test_worked_plans_come_from_verified_plans_and_a_demonstrations_round_shows_
             plans = autotelic.worked_plans(s.root)
             assert autotelic.worked_plans(s.root, exclude=frozenset({"triple"})) == []
         assert plans == [{"call": "triple(n)", "intent": "the triple mission", "target": "genesis_obj",
-                          "examples": [[[2], 6], [[5], 15], [[0], 0]]}]
+                          "examples": [[[2], 6], [[5], 15]]}]      # two of the three it keeps
         assert [p.mission.selector for p in a.practice_suite()] == ["double"]
 
         # practised: the current arm's first method and its sample are wrong, the proposed arm's right
