@@ -10,7 +10,8 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
    candidates installed, and the methods installed though they missed some of their
    examples (``analyze``), from which ``suggestions`` derives experiments;
 2. asks ALFRED (its model, grammar-constrained JSON), shown the record, the
-   configuration and the suggested experiments, for one change from a fixed menu
+   configuration and the suggested experiments, for one change from a fixed menu (every
+   other round takes the first suggestion not yet tried instead, when there is one)
    (``MENU``): a state's token budget, a rule added to a state's instructions
    (reflective mutation from the failures read), a tunable of the state machine
    object (``TUNABLES``: candidates, context, skills shown, repair and code samples,
@@ -528,7 +529,9 @@ class Autotelic:
             if not suite:      # nothing to judge a proposal by: ALFRED is not asked for one
                 record["outcome"] = "no verified missions with examples to practise on yet"
                 return self._end(record, t0)
+            record["proposed_by"] = "ALFRED" if given is None else "the caller"
             proposal = check_proposal(given) if given is not None else self._propose(analysis, cancel, events)
+            record["proposed_by"] = proposal.pop("by", record["proposed_by"])
             proposal = self._with_plans(proposal, suite)
             record["proposal"] = proposal
             self._check_not_current(proposal)
@@ -571,7 +574,9 @@ class Autotelic:
         return record
 
     def _propose(self, analysis: dict, cancel: threading.Event, events: list[dict]) -> dict:
-        """ALFRED's one change, from the analysis (grammar-constrained JSON)."""
+        """ALFRED's one change, from the analysis (grammar-constrained JSON); every other
+        round (the first, the third...), the record's first suggestion not yet tried, as
+        it stands (``"by": "the record"``), when there is one."""
         k = self.kernel
         with k.image.reading() as s:
             system = str(s.get(TARGET)._slots.get("system_prompt") or "You are ALFRED, the System Steward.")
@@ -587,6 +592,11 @@ class Autotelic:
         seen = {_key(p) for p in tried}
         now = self.configuration()
         suggested = [p for p in suggestions(analysis, now) if _key(p) not in seen]
+        if suggested and self.rounds % 2 == 0:
+            # every other round practises the record's first suggestion as it stands: shown
+            # them, the embedded model took a generic line for its own system prompt over
+            # the first (two rounds of a flywheel run; the first suggestion never practised)
+            return {**check_proposal(suggested[0]), "by": "the record"}
         suggested_line = ("Experiments the record suggests (the first is likeliest to make more missions pass; "
                           "take one, or propose another from the menu):\n"
                           + "\n".join(f"- {json.dumps(p)}" for p in suggested) + "\n") if suggested else ""
@@ -788,7 +798,7 @@ class Autotelic:
         if not plans:
             raise BadProposal("no earlier mission outside the practice suite had a plan whose examples were "
                               "all right: there is no worked plan to show yet")
-        return {**proposal, "value": len(plans), "plans": plans}
+        return {**proposal, "plans": plans}
 
     def _check_not_current(self, proposal: dict) -> None:
         """A proposal that changes nothing is refused (it would be adopted on noise)."""

@@ -283,6 +283,7 @@ def test_alfreds_grammar_pairs_each_kind_with_its_targets_and_a_refusal_is_shown
     record = kernel.loop.run_until_complete(kernel.kernel.autotelic.run_round())
     assert record["adopted"] is False and "no valid proposal" in record["outcome"]
     assert record["refused"] == out_of_range
+    assert record["proposed_by"] == "ALFRED"      # the record suggests nothing here
     model = ScriptedModel(plan={"kind": "tuning", "target": "skills_shown", "value": 0, "why": "w"},
                           methods=[RIGHT, RIGHT])
     kernel.kernel.psm.models = model
@@ -616,6 +617,10 @@ def test_alfred_is_shown_the_suggested_experiments_and_not_those_already_tried(k
     suggested = {"kind": "tuning", "target": "plan_examples", "value": 2}
     model = ScriptedModel(plan={**suggested, "why": "the record"})
     kernel.kernel.psm.models = model
+    # the first round (and every other one) takes the record's first suggestion, unasked
+    first = a._propose(record, threading.Event(), [])
+    assert first["kind"] == "demonstrations" and first["by"] == "the record" and model.calls == []
+    a.rounds = 1      # ... the next asks ALFRED
     assert a._propose(record, threading.Event(), [])["target"] == "plan_examples"
     prompt = model.calls[0]["messages"][1]["content"]
     assert "Experiments the record suggests" in prompt and '"target": "plan_examples", "value": 2' in prompt
@@ -696,7 +701,8 @@ def test_worked_plans_come_from_verified_plans_and_a_demonstrations_round_shows_
         k.kernel.psm.models = model
         record = k.loop.run_until_complete(a.run_round({"kind": "demonstrations", "target": "DECOMPOSING",
                                                         "value": 3, "why": "w"}))
-        assert record["proposal"]["value"] == 1 and record["proposal"]["plans"] == plans
+        assert record["proposal"]["value"] == 3 and record["proposal"]["plans"] == plans      # the one there is
+        assert record["proposed_by"] == "the caller"
         assert record["adopted"] is True, record
         current, proposed = [c["messages"] for c in model.calls if c.get("grammar") is not None]
         assert len(current) == 2 and len(proposed) == 4
