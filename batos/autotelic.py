@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import json
 import logging
 import statistics
@@ -47,7 +48,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from persistent.list import PersistentList
 from persistent.mapping import PersistentMapping
@@ -332,8 +333,29 @@ def struggled(cycle: Any) -> bool:
     return list(cycle.get("transitions") or ()).count("SYNTHESIZING") > 1
 
 
-def _shape(value: Any) -> str:
-    return type(value).__name__
+def kept_missions(root: Any) -> Iterator[tuple[Any, MissionBrief, list]]:
+    """(cycle record, mission, kept examples) of the latest completed cycle of each
+    mission to the practice object, latest first, whose method still keeps examples and
+    whose mission keeps nothing on the object (a stateful method's kept examples were
+    run on the object's data of that day; checked on today's, a right method fails them)."""
+    seen: set[str] = set()
+    target = root["objects"].get(TARGET_PRACTICE)
+    if target is None:
+        return
+    for c in sorted(root["cycles"].values(), key=lambda c: -float(c.get("finished_at") or 0)):
+        selector = str(c.get("selector"))
+        if c.get("target") != TARGET_PRACTICE or selector in seen:
+            continue
+        seen.add(selector)
+        kept = [[list(a), e] for a, e in (getattr(target._slots.get(selector), "examples", None) or [])]
+        if not kept:
+            continue
+        try:
+            mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
+        except Exception:
+            continue
+        if not asks_for_state(mission.selector, mission.intent):
+            yield c, mission, kept
 
 
 # the examples a worked plan shows: shown all four of their kept examples, BRICK wrote 3
@@ -354,27 +376,13 @@ def worked_plans(root: Any, limit: int = MAX_DEMONSTRATIONS, exclude: frozenset 
     kept first, then most distinct results, then the latest.  ``exclude``: selectors not to take (the practice suite's own missions: shown
     one, a practice cycle would be shown its answers)."""
     out: list[tuple[int, int, int, dict]] = []
-    seen: set[str] = set()
-    records = sorted(root["cycles"].values(), key=lambda c: -float(c.get("finished_at") or 0))
-    target = root["objects"].get(TARGET_PRACTICE)
-    for i, c in enumerate(records[:SCAN_VERIFIED]):
-        selector = str(c.get("selector"))
-        if c.get("target") != TARGET_PRACTICE or selector in seen or selector in exclude or target is None:
+    for i, (c, mission, kept) in enumerate(itertools.islice(kept_missions(root), SCAN_VERIFIED)):
+        if mission.selector in exclude or mission.examples or struggled(c) or len(kept) < 2 or mission.kwargs:
             continue
-        seen.add(selector)
-        try:
-            mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
-        except Exception:
-            continue
-        found = target._slots.get(selector)
-        kept = [[list(a), e] for a, e in (getattr(found, "examples", None) or [])]
-        if mission.examples or struggled(c) or len(kept) < 2 or mission.kwargs \
-                or asks_for_state(mission.selector, mission.intent):
-            continue
-        shapes = {tuple(_shape(a) for a in args) for args, _ in kept}
+        shapes = {tuple(type(a).__name__ for a in args) for args, _ in kept}
         if len(shapes) != 1 or any(len(args) != len(mission.args) for args, _ in kept):
             continue
-        call = mission.example_call or f"{selector}({', '.join(mission.args)})"
+        call = mission.example_call or f"{mission.selector}({', '.join(mission.args)})"
         distinct = len({json.dumps(e, sort_keys=True, default=str) for _, e in kept})
         out.append((-min(len(kept), MAX_PROPOSED), -distinct, i,
                     {"call": call, "intent": mission.intent or "", "examples": kept[:DEMO_EXAMPLES],
@@ -720,31 +728,9 @@ class Autotelic:
         BRICK for none: nothing that plans, samples or repairs was practised as it is
         used.  A mission whose first method passed at once passes in both arms of most
         proposals; one that was rescued is where samples, repairs and examples decide.)"""
-        out: list[tuple[bool, Practice]] = []
-        seen: set[tuple[str, str]] = set()
         with self.kernel.image.reading() as s:
-            cycles = s.root["cycles"]
-            records = sorted(cycles.values(), key=lambda c: -float(c.get("finished_at") or 0))
-            for c in records:
-                key = (str(c.get("target")), str(c.get("selector")))
-                if key in seen or key[0] != TARGET_PRACTICE:
-                    continue
-                seen.add(key)
-                found = s.get(key[0])._slots.get(key[1])
-                examples = [[list(a), e] for a, e in (getattr(found, "examples", None) or [])]
-                if not examples:
-                    continue
-                try:
-                    mission = MissionBrief.model_validate(dict(c.get("mission") or {}))
-                except Exception:
-                    continue
-                if asks_for_state(mission.selector, mission.intent):
-                    # its kept examples were run on the object's data of that day; checked
-                    # on today's, a right method fails them in both arms
-                    continue
-                out.append((struggled(c), Practice(mission, examples[:6])))
-                if len(out) >= SCAN_VERIFIED:
-                    break
+            out = [(struggled(c), Practice(mission, kept[:6]))
+                   for c, mission, kept in itertools.islice(kept_missions(s.root), SCAN_VERIFIED)]
         out.sort(key=lambda x: not x[0])     # stable: the latest first within each kind
         return [p for _, p in out[:limit]]
 
