@@ -16,8 +16,10 @@ In one run, from a fresh image (memory and codex on):
    order, so the machine's drift falls on both alike.  Each image sees only its own
    evaluation methods, so neither side learns from the other's answers.
 
-The evaluation set is tests/missions_hard.py's numbers, dates and parsing missions; the
-training set its strings and lists missions.  Long (about 20-40 minutes on 2 cores).
+The evaluation set (``--eval``): ``standard``, tests/missions_hard.py's numbers, dates
+and parsing missions (19); ``harder``, tests/missions_harder.py's twenty, whose
+specifications have a catch; ``both``.  The training set is missions_hard's strings and
+lists missions.  Long (about 20-40 minutes on 2 cores; ``both`` adds about 10).
 """
 from __future__ import annotations
 
@@ -32,12 +34,15 @@ from pathlib import Path
 
 from tests.conftest import KernelProcess
 from tests.missions_hard import MISSIONS, STATEFUL, run_missions, summary
+from tests.missions_harder import MISSIONS as HARDER
 
 TRAINING = [m for m in MISSIONS[:13] if m[4] != STATEFUL]
 EVALUATION = [m for m in MISSIONS[13:32] if m[4] != STATEFUL]
+EVALUATIONS = {"standard": EVALUATION, "harder": HARDER, "both": EVALUATION + HARDER}
 
 
-def evaluate(kernels: dict[str, KernelProcess], target: str = "genesis_obj") -> dict[str, dict]:
+def evaluate(kernels: dict[str, KernelProcess], target: str = "genesis_obj",
+             missions: list | None = None) -> dict[str, dict]:
     """The evaluation set taught to ``target`` on each kernel, side by side: mission by
     mission, in alternating order (ABBA), so that the machine's drift over the run falls
     on both sides alike.  The same object on
@@ -48,7 +53,7 @@ def evaluate(kernels: dict[str, KernelProcess], target: str = "genesis_obj") -> 
     with contextlib.ExitStack() as stack:
         conns = {side: stack.enter_context(k.connect(timeout_s=900)) for side, k in kernels.items()}
         sides = list(kernels)
-        for i, mission in enumerate(EVALUATION):
+        for i, mission in enumerate(EVALUATION if missions is None else missions):
             for side in (sides if i % 2 == 0 else sides[::-1]):
                 records[side] += run_missions(conns[side], target=target, missions=[mission])
     out = {}
@@ -71,11 +76,14 @@ def paired(before: dict, after: dict) -> dict:
             "after_s": round(sum(after["seconds"][m] for m in both), 1)}
 
 
-def run(rounds: int, practice: int, settings: dict | None = None, keep: str | None = None) -> dict:
-    """``settings``: BATOS_ settings every kernel of the run gets (the configuration the
+def run(rounds: int, practice: int, settings: dict | None = None, keep: str | None = None,
+        evaluation: str = "standard") -> dict:
+    """``evaluation``: which set (``EVALUATIONS``); ``settings``: BATOS_ settings every kernel of the run gets (the configuration the
     loop starts from, the same before and after; what a round adopts overrides it);
     ``keep``: a new directory the run's two homes (``home``: trained, tuned and
     evaluated; ``before``) are copied to at the end, logs included."""
+    if evaluation not in EVALUATIONS:
+        raise SystemExit(f"--eval {evaluation}: expected one of {', '.join(EVALUATIONS)}")
     if keep and Path(keep).exists():
         raise SystemExit(f"--keep {keep}: the directory exists")
     with tempfile.TemporaryDirectory(prefix="batos-bench-flywheel-") as tmp:
@@ -114,7 +122,8 @@ def run(rounds: int, practice: int, settings: dict | None = None, keep: str | No
             before.start(wait_s=60)
             with after.connect() as c:
                 out["adaptations"] = c.call("list_adaptations")["adaptations"]
-            out.update(evaluate({"after": after, "before": before}))
+            out["evaluation"] = evaluation
+            out.update(evaluate({"after": after, "before": before}, missions=EVALUATIONS[evaluation]))
             out["paired"] = paired(out["before"], out["after"])
         finally:
             after.stop()
@@ -126,7 +135,8 @@ def run(rounds: int, practice: int, settings: dict | None = None, keep: str | No
 
 def report(out: dict) -> None:
     b, a = out["before"], out["after"]
-    print("flywheel: the evaluation set before and after the self-tuning rounds (same run)")
+    print(f"flywheel: the evaluation set ({out.get('evaluation', 'standard')}) before and after the "
+          "self-tuning rounds (same run)")
     print(f"  before  {b['passed']}/{b['missions']} pass, median cycle {b['median_cycle_s']:.1f} s  "
           f"failed: {', '.join(b['failed']) or '-'}")
     print(f"  after   {a['passed']}/{a['missions']} pass, median cycle {a['median_cycle_s']:.1f} s  "
@@ -147,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="./puter.sh bench --flywheel")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--practice", type=int, default=3)
+    ap.add_argument("--eval", default="standard", choices=sorted(EVALUATIONS))
     args = ap.parse_args(argv)
-    out = run(args.rounds, args.practice)
+    out = run(args.rounds, args.practice, evaluation=args.eval)
     report(out)
     print(json.dumps(out, default=str))
     return 0
