@@ -664,6 +664,31 @@ def test_the_flywheel_benchmark_pairs_the_missions_both_sides_passed():
     assert paired({"failed": ["a"], "seconds": {"a": 1.0}}, {"failed": [], "seconds": {"a": 1.0}}) == {"missions": 0}
 
 
+def test_the_flywheel_evaluation_sets_are_held_out_and_their_words_agree_with_their_checks():
+    """No evaluation mission is a training one (the practice is drawn from training);
+    each check takes as many arguments as its mission; and where the Architect's words
+    state an example whose arguments a check also calls, both want the same answer (a
+    wrong check would fail every configuration for nothing)."""
+    from client.translator import extract_examples
+    from tests.bench.flywheel import EVALUATIONS, TRAINING
+    trained = {m[0] for m in TRAINING}
+    assert len(EVALUATIONS["both"]) == len(EVALUATIONS["standard"]) + len(EVALUATIONS["harder"]) == 39
+    assert not trained & {m[0] for m in EVALUATIONS["both"]}
+    assert len({m[0] for m in EVALUATIONS["both"]}) == 39
+    stated = 0
+    for selector, args, intent, checks, _kind in EVALUATIONS["harder"]:
+        assert all(len(call) == len(args) for call, _ in checks), selector
+        checked = {json.dumps(call): expected for call, expected in checks}
+        for call, expected in extract_examples(intent, len(args)):
+            if json.dumps(call) in checked:
+                stated += 1
+                assert checked[json.dumps(call)] == expected, selector
+    assert stated >= 10
+    with pytest.raises(SystemExit):
+        from tests.bench.flywheel import run
+        run(1, 1, evaluation="hardest")
+
+
 def test_worked_plans_come_from_verified_plans_and_a_demonstrations_round_shows_them_to_brick(tmp_path):
     """``demonstrations``: the worked plans are earlier missions whose examples BRICK
     wrote and whose first method passed them all, never a practice mission (it would be
