@@ -384,8 +384,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 20-40 min)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
     ap.add_argument("--practice", type=int, default=3, help="--flywheel: missions in each round's practice suite")
-    ap.add_argument("--eval", default="standard", choices=["standard", "harder", "both"],
-                    help="--flywheel: the evaluation set (missions_hard's 19, missions_harder's 20, or both)")
+    ap.add_argument("--eval", default="standard",
+                    help="--flywheel: the evaluation set, standard, harder or both (missions_hard's 19, "
+                         "missions_harder's 20, or the 39; flywheel.EVALUATIONS, checked before any work)")
     ap.add_argument("--ablation", action="store_true",
                     help="only the prompt ablation (tests/bench/ablation.py; about 12 min)")
     ap.add_argument("--scale", action="store_true",
