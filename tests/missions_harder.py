@@ -4,6 +4,12 @@ its own unit checks: specifications with a catch (a small word left lower-case, 
 tests/missions_hard.py's, so that what the self-tuning loop adopts to rescue a failing
 cycle has something to rescue.  None of them is in the training set or the practice.
 
+``TRAINING``: twenty more with a catch, for the flywheel's training set (not
+held out: the practice is drawn from them).  Taught to a trained image, a first method
+failed on the Architect's own example in some of them ('abcde' -> 'badce'), which is
+what gives the loop's record failures to learn from; the missions_hard training
+missions it had before failed on theirs in one cycle of thirteen.
+
 Same shape as tests/missions_hard.py's: (selector, arg names, intent, checks, kind); the
 Architect's words state an example for most of them ("'string' -> 'ingstray'"), which the
 translator puts in the brief.
@@ -77,4 +83,74 @@ MISSIONS = [
     ("bottles_left", ["bottles", "per_crate"], "return how many bottles are left over after filling "
      "as many full crates as possible, and how many crates, as a list [crates, left]: 17, 5 -> [3, 2]",
      [([17, 5], [3, 2]), ([10, 5], [2, 0]), ([3, 5], [0, 3])], None),
+]
+
+TRAINING = [
+    ("sentence_case", ["text"], "upper-case the first letter of every sentence and lower-case every other "
+     "letter; a sentence starts the text or follows '. ', '! ' or '? ': 'hello. HOW are you?' -> "
+     "'Hello. How are you?'",
+     [(["hello. HOW are you?"], "Hello. How are you?"), (["wow! it WORKS"], "Wow! It works"), ([""], "")], None),
+    ("plural", ["noun"], "make an English noun plural: add 'es' after s, x, z, ch or sh, turn a final 'y' "
+     "after a consonant into 'ies', otherwise add 's': 'city' -> 'cities'",
+     [(["city"], "cities"), (["box"], "boxes"), (["day"], "days"), (["church"], "churches"), (["cat"], "cats")],
+     None),
+    ("abbreviate_name", ["name"], "shorten a full name to the initials of every name but the last, each "
+     "followed by a dot, and the last name capitalized: 'john ronald reuel tolkien' -> 'J. R. R. Tolkien'",
+     [(["john ronald reuel tolkien"], "J. R. R. Tolkien"), (["ada lovelace"], "A. Lovelace"), (["plato"], "Plato")],
+     None),
+    ("middle_chars", ["text"], "return the middle character of the text, or the middle two when its length "
+     "is even: 'testing' -> 't'",
+     [(["testing"], "t"), (["test"], "es"), (["a"], "a"), ([""], "")], None),
+    ("hex_to_rgb", ["color"], "turn a hex colour '#RRGGBB', or its short form '#RGB', into a list [red, "
+     "green, blue]: '#f80' -> [255, 136, 0]",
+     [(["#ff8000"], [255, 128, 0]), (["#f80"], [255, 136, 0]), (["#000"], [0, 0, 0])], None),
+    ("to_base", ["n", "base"], "write a non-negative integer in a base from 2 to 16, with the digits 0-9 and "
+     "then lower-case a-f: 255, 16 -> 'ff'",
+     [([255, 16], "ff"), ([0, 2], "0"), ([10, 2], "1010")], None),
+    ("longest_run", ["text"], "return the length of the longest run of one repeated character: "
+     "'aabbbc' -> 3",
+     [(["aabbbc"], 3), ([""], 0), (["a"], 1)], None),
+    ("weekday_after", ["day", "n"], "return the weekday name that comes n days (n >= 0) after the given "
+     "weekday: 'Friday', 3 -> 'Monday'",
+     [(["Friday", 3], "Monday"), (["Sunday", 7], "Sunday"), (["Monday", 15], "Tuesday")], None),
+    ("acronym", ["phrase"], "make an upper-case acronym of the first letters of the words, a hyphen "
+     "separating words like a space: 'complementary metal-oxide semiconductor' -> 'CMOS'",
+     [(["complementary metal-oxide semiconductor"], "CMOS"), (["Portable Network Graphics"], "PNG"),
+      (["as soon as possible"], "ASAP")], None),
+    ("count_overlapping", ["text", "part"], "count how often part occurs in text, overlapping "
+     "occurrences included: 'aaaa', 'aa' -> 3",
+     [(["aaaa", "aa"], 3), (["abcabc", "abc"], 2), (["abc", "x"], 0)], None),
+    ("swap_pairs", ["text"], "swap every two neighbouring characters, a last odd one staying where it is: "
+     "'abcde' -> 'badce'",
+     [(["abcde"], "badce"), (["ab"], "ba"), ([""], "")], None),
+    ("interleave", ["first", "second"], "interleave two lists item by item, then append what is left of "
+     "the longer one: [1, 2, 3], ['a'] -> [1, 'a', 2, 3]",
+     [([[1, 2, 3], ["a"]], [1, "a", 2, 3]), ([[], [5]], [5]), ([[1], [2, 3, 4]], [1, 2, 3, 4])], None),
+
+    ("price_to_cents", ["text"], "turn a price written like '$1,234.5' into a whole number of cents, "
+     "commas and the dollar sign ignored: '$1,234.5' -> 123450",
+     [(["$1,234.5"], 123450), (["$0.99"], 99), (["$7"], 700)], None),
+    ("compare_versions", ["first", "second"], "compare two version strings part by part as numbers, a "
+     "missing part counting as 0; return 1 if the first is newer, -1 if older, 0 if equal: "
+     "'1.10', '1.9' -> 1",
+     [(["1.10", "1.9"], 1), (["1.0", "1"], 0), (["2.1", "2.1.1"], -1)], None),
+    ("natural_sort", ["names"], "sort names so that the numbers inside them compare as numbers: "
+     "['a10', 'a2', 'a1'] -> ['a1', 'a2', 'a10']",
+     [([["a10", "a2", "a1"]], ["a1", "a2", "a10"]), ([["b1", "a2"]], ["a2", "b1"]),
+      ([["x9y", "x10y", "x1y"]], ["x1y", "x9y", "x10y"])], None),
+    ("excel_column", ["n"], "turn a spreadsheet column number (1 is 'A') into its letters: 28 -> 'AB', "
+     "26 -> 'Z'",
+     [([28], "AB"), ([26], "Z"), ([1], "A"), ([52], "AZ"), ([703], "AAA")], None),
+    ("age_on", ["born", "day"], "return someone's age in whole years on a day, both dates written "
+     "YYYY-MM-DD: '2000-05-20', '2024-05-19' -> 23",
+     [(["2000-05-20", "2024-05-19"], 23), (["2000-05-20", "2024-05-20"], 24), (["1990-12-31", "1991-01-01"], 0)],
+     None),
+    ("nesting_depth", ["text"], "return how deeply the parentheses in the text nest: '(a(b))()' -> 2",
+     [(["(a(b))()"], 2), (["abc"], 0), (["((()))"], 3)], None),
+    ("round_half_away", ["x"], "round a number to the nearest integer, halves away from zero: -2.5 -> -3, "
+     "2.5 -> 3",
+     [([-2.5], -3), ([2.5], 3), ([1.4], 1), ([0.5], 1)], None),
+    ("drop_repeated_words", ["text"], "remove every word that repeats the word right before it, ignoring "
+     "case: 'the The cat sat sat' -> 'the cat sat'",
+     [(["the The cat sat sat"], "the cat sat"), (["a b a"], "a b a"), ([""], "")], None),
 ]

@@ -555,10 +555,11 @@ def test_the_plan_asks_for_as_many_examples_as_configured_and_none_at_0():
 
 def test_the_record_suggests_experiments_from_its_figures():
     """Wrong examples that cost time suggest halving BRICK's examples; failures on
-    examples suggest the most code completions and candidates their range allows; a
+    examples suggest the most sampled repairs, code completions and candidates their
+    range allows (sampled repairs first); a
     state whose answers fill its budget suggests doubling it; more tries first, then
     fewer examples, then a budget.  A clean record suggests nothing."""
-    now = {"candidates": 6, "code_samples": 4, "plan_examples": 4, "retries": 3,
+    now = {"candidates": 6, "code_samples": 4, "plan_examples": 4, "retries": 3, "repair_samples": 6,
            "DECOMPOSING max_tokens": 128, "SYNTHESIZING max_tokens": 512}
     record = {"cycles": 40, "failure_phases": {"examples": 5}, "installed_candidate_kinds": {"code completion": 2},
               "mean_model_use": {"DECOMPOSING": {"completion_tokens": 120.0}, "SYNTHESIZING": {"completion_tokens": 90.0}},
@@ -568,6 +569,12 @@ def test_the_record_suggests_experiments_from_its_figures():
     assert [(p["kind"], p["target"], p["value"]) for p in got] == [
         ("tuning", "code_samples", 6), ("tuning", "plan_examples", 2), ("max_tokens", "DECOMPOSING", 256)]
     assert "12 of 35" in got[1]["why"] and all(autotelic.check_proposal(p) for p in got)
+    # sampled repairs first (on the harder held-out set they rescued two missions, code
+    # completions none)
+    fresh = autotelic.suggestions(record, {**now, "repair_samples": 0})
+    assert [(p["target"], p["value"]) for p in fresh][:2] == [("repair_samples", 6), ("code_samples", 6)]
+    assert "5 of 40 cycles failed" in fresh[0]["why"] and "more sampled repairs give" in fresh[0]["why"]
+    assert autotelic.check_proposal(fresh[0])
     # failures take a lever to the top of its range, not a step (0 -> 2 rescued nothing)
     weak = autotelic.suggestions(record, {**now, "plan_examples": 1, "code_samples": 0, "candidates": 2})
     assert [(p["target"], p["value"]) for p in weak][:2] == [("code_samples", 6), ("candidates", 6)]
@@ -671,19 +678,21 @@ def test_the_flywheel_evaluation_sets_are_held_out_and_their_words_agree_with_th
     wrong check would fail every configuration for nothing)."""
     from client.translator import extract_examples
     from tests.bench.flywheel import EVALUATIONS, TRAINING
+    from tests.missions_harder import TRAINING as CATCHES
     trained = {m[0] for m in TRAINING}
+    assert len(TRAINING) == len(trained) == 33 and {m[0] for m in CATCHES} <= trained
     assert len(EVALUATIONS["both"]) == len(EVALUATIONS["standard"]) + len(EVALUATIONS["harder"]) == 39
     assert not trained & {m[0] for m in EVALUATIONS["both"]}
     assert len({m[0] for m in EVALUATIONS["both"]}) == 39
     stated = 0
-    for selector, args, intent, checks, _kind in EVALUATIONS["harder"]:
+    for selector, args, intent, checks, _kind in EVALUATIONS["harder"] + CATCHES:
         assert all(len(call) == len(args) for call, _ in checks), selector
         checked = {json.dumps(call): expected for call, expected in checks}
         for call, expected in extract_examples(intent, len(args)):
             if json.dumps(call) in checked:
                 stated += 1
                 assert checked[json.dumps(call)] == expected, selector
-    assert stated >= 10
+    assert stated >= 30
     with pytest.raises(SystemExit):
         from tests.bench.flywheel import run
         run(1, 1, evaluation="hardest")
