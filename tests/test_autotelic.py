@@ -402,6 +402,15 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
                                                          "value": 0, "why": "w"}))
         assert record["practice"] == ["double", "triple"]
         assert record["scores"]["current"]["passed"] == 1 and record["scores"]["proposed"]["passed"] == 2
+        assert record["scores"]["current"]["paired"] == record["scores"]["proposed"]["paired"] == 1   # double
+        deadline = time.monotonic() + 10     # the practice cycles' ends, written asynchronously
+        while len([e for e in events(tmp_path, "cycle_end") if e.get("practice") == record["id"]]) < 4 \
+                and time.monotonic() < deadline:
+            k.loop.run_until_complete(asyncio.sleep(0.05))
+        doubled = {e["config"]: e["duration_s"] for e in events(tmp_path, "cycle_end")
+                   if e.get("practice") == record["id"] and e["selector"] == "double"}
+        assert record["scores"]["current"]["paired_s"] == pytest.approx(doubled["current"], abs=0.01)
+        assert record["scores"]["proposed"]["paired_s"] == pytest.approx(doubled["proposed"], abs=0.01)
         assert record["adopted"] is True, record
         # solved by a later cycle: no longer practised as unsolved
         assert teach("triple", [TRIPLE_RIGHT], "return three times n") == "COMPLETE"
@@ -494,6 +503,13 @@ def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     assert not autotelic.wins(score(0, 10.0), score(0, 30.0), 0.15)      # failing sooner is no gain
     assert not autotelic.wins(score(2, 10.0), score(2, 15.0), 0.15, speed_counts=False)   # takes tries away
     assert autotelic.wins(score(3, 20.0), score(2, 15.0), 0.15, speed_counts=False)
+    # speed is judged on the missions both arms passed, not on a median that a failing
+    # mission's time decides: two pass both ways, two fail both ways (the failures slower
+    # in the proposed arm, which lifts its median over the current one's)
+    paired = lambda passed, median, paired_s: {**score(passed, median), "paired": 2, "paired_s": paired_s}  # noqa: E731
+    assert autotelic.wins(paired(2, 30.0, 20.0), paired(2, 22.0, 30.0), 0.15)
+    assert not autotelic.wins(paired(2, 10.0, 28.0), paired(2, 30.0, 30.0), 0.15)    # failing sooner: no gain
+    assert not autotelic.wins({**paired(1, 10.0, 0.0), "paired": 0}, {**paired(1, 30.0, 0.0), "paired": 0}, 0.15)
 
 
 def test_a_practice_cycle_is_taught_as_the_architect_taught_it_and_scored_by_the_kept_checks(tmp_path):
