@@ -5,10 +5,10 @@ tests/missions_hard.py's, so that what the self-tuning loop adopts to rescue a f
 cycle has something to rescue.  None of them is in the training set or the practice.
 
 ``TRAINING``: twenty more with a catch, for the flywheel's training set (not
-held out: the practice is drawn from them).  Taught to a trained image, a first method
-failed on the Architect's own example in some of them ('abcde' -> 'badce'), which is
-what gives the loop's record failures to learn from; the missions_hard training
-missions it had before failed on theirs in one cycle of thirteen.
+held out: the practice is drawn from them).  Taught to a trained image, four of them
+failed on the Architect's own example, every candidate missing it ('abcde' -> 'badce'),
+which is what gives the loop's record failures to learn from; the missions_hard
+training missions it had before failed on theirs in one cycle of thirteen.
 
 Same shape as tests/missions_hard.py's: (selector, arg names, intent, checks, kind); the
 Architect's words state an example for most of them ("'string' -> 'ingstray'"), which the

@@ -21,7 +21,8 @@ and parsing missions (19); ``harder``, tests/missions_harder.py's twenty, whose
 specifications have a catch; ``both``.  The training set is missions_hard's strings and
 lists missions (13) and missions_harder's ``TRAINING`` (20 with a catch: with the first
 thirteen alone, one training cycle in thirteen failed on its examples, too few for the
-record to suggest more tries, and the practice held no mission a rescue could win).
+record to suggest more tries (it takes a tenth), and the practice held one unsolved
+mission at most).
 Long (about 30-50 minutes on 2 cores; ``both``, 39 missions, about 50 in all).
 """
 from __future__ import annotations
