@@ -546,6 +546,9 @@ class Autotelic:
             record["proposed_by"] = proposal.pop("by", record["proposed_by"])
             proposal = self._with_plans(proposal, suite)
             record["proposal"] = proposal
+            if adds_tries(proposal, self.configuration()):
+                suite = self.practice_suite(events, rescue=True)     # every unsolved mission
+                record["practice"] = [p.mission.selector for p in suite]
             self._check_not_current(proposal)
             adapter = self._train_lora(proposal, record, workdir) if proposal["kind"] == "lora" else None
             fewer = takes_tries(proposal, self.configuration())
@@ -685,21 +688,29 @@ class Autotelic:
                         out[f"{state} demonstrations"] = len(demonstrations(obj._slots.get("demonstrations")))
         return out
 
-    def practice_suite(self, events: Optional[list[dict]] = None) -> list[Practice]:
+    def practice_suite(self, events: Optional[list[dict]] = None, rescue: bool = False) -> list[Practice]:
         """What a proposal is practised on (``AUTOTELIC_PRACTICE`` missions): the latest
         missions that failed on the Architect's own examples and have not been solved
         since (at most half the suite, and one at least in a suite of two or more: a
         change that makes one pass wins on the pass count; a one-mission suite takes
         one only when nothing is verified), then verified missions (completed cycles
-        whose method still keeps examples), those whose cycle struggled first."""
+        whose method still keeps examples), those whose cycle struggled first.
+
+        ``rescue`` (a change that gives doubtful cycles more tries, ``adds_tries``): the
+        same verified missions, and every unsolved one, ``RESCUE_UNSOLVED`` at most.  Such
+        a change can pass more only where a mission fails, and rescues go mission by
+        mission: in two flywheel runs the sampled repairs rescued none of the two, then
+        three, latest unsolved missions, where an earlier run's had rescued an older one."""
         n = self.settings.AUTOTELIC_PRACTICE
         unsolved = [Practice(m, [list(x) for x in m.examples], forget=False)
-                    for m in self.unsolved_missions(n, events)]
+                    for m in self.unsolved_missions(max(n, RESCUE_UNSOLVED) if rescue else n, events)]
         # a method installed once, whose later cycle failed: practised as the unsolved one
         names = {p.mission.selector for p in unsolved}
         verified = [p for p in self.verified_missions(n + len(names)) if p.mission.selector not in names]
         room = max(1, n // 2) if n > 1 else 0
         take = min(len(unsolved), max(room, n - len(verified)))
+        if rescue:
+            return verified[:n - min(take, room)] + unsolved
         return verified[:n - take] + unsolved[:take]
 
     def unsolved_missions(self, limit: int, events: Optional[list[dict]] = None) -> list[MissionBrief]:
@@ -947,6 +958,18 @@ MIN_SAVING_S = 1.0    # ... and at least this much faster (a difference below is
 # the tunables that give a cycle whose first method looks wrong more tries (plan_examples:
 # BRICK's examples are what makes a first method look wrong)
 TRIES = ("candidates", "code_samples", "repair_samples", "plan_examples", "retries")
+
+
+# a change that gives doubtful cycles more tries is practised on every unsolved mission,
+# at most this many (``practice_suite``'s ``rescue``)
+RESCUE_UNSOLVED = 6
+
+
+def adds_tries(proposal: dict, configuration: dict) -> bool:
+    """Does the proposal raise one of the ``TRIES`` tunables?"""
+    now = configuration.get(proposal.get("target"))
+    return proposal.get("kind") == "tuning" and proposal.get("target") in TRIES and isinstance(now, int) \
+        and isinstance(proposal.get("value"), int) and proposal["value"] > now
 
 
 def takes_tries(proposal: dict, configuration: dict) -> bool:

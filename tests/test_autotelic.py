@@ -436,6 +436,49 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
         k.close()
 
 
+def test_a_change_that_adds_tries_is_practised_on_every_unsolved_mission(tmp_path):
+    """A change that gives doubtful cycles more tries can pass more only where a mission
+    fails: its practice holds every unsolved mission (``RESCUE_UNSOLVED`` at most) next to
+    the verified ones, where any other change's holds the latest, half a suite."""
+    k = InProcessKernel(config.load({
+        "BATOS_HOME": str(tmp_path), "BATOS_MEMORY_ENABLED": "0", "BATOS_CYCLE_RETRIES": "0",
+        "BATOS_CYCLE_CANDIDATES": "2", "BATOS_CODE_SAMPLES": "0", "BATOS_REPAIR_SAMPLES": "0",
+        "BATOS_AUTOTELIC_INTERVAL_S": "0", "BATOS_AUTOTELIC_PRACTICE": "2"}))
+    try:
+        def teach(selector, methods, expected):
+            k.kernel.psm.models = ScriptedModel(plan={"queries": [selector], "examples": []}, methods=methods)
+            brief = MissionBrief(selector=selector, args=["n"], intent=f"return {selector} n",
+                                 examples=[[[2], expected]])
+            return k.loop.run_until_complete(k.kernel.run_cycle("genesis_obj", brief))["state"]
+
+        assert teach("double", [RIGHT], 4) == "COMPLETE"
+        assert teach("triple", [TRIPLE_WRONG, TRIPLE_WRONG], 6) == "FAILED"
+        assert teach("quadruple", [TRIPLE_WRONG, TRIPLE_WRONG], 8) == "FAILED"
+        a = k.kernel.autotelic
+        deadline = time.monotonic() + 10     # the log is written asynchronously
+        while len(a.unsolved_missions(6)) < 2 and time.monotonic() < deadline:
+            k.loop.run_until_complete(asyncio.sleep(0.05))
+        assert [p.mission.selector for p in a.practice_suite()] == ["double", "quadruple"]
+        assert [p.mission.selector for p in a.practice_suite(rescue=True)] == ["double", "quadruple", "triple"]
+        more = {"kind": "tuning", "target": "repair_samples", "value": 6, "why": "w"}
+        assert autotelic.adds_tries(more, a.configuration())
+        assert not autotelic.adds_tries({**more, "value": 0}, {"repair_samples": 1})
+        assert not autotelic.adds_tries({**more, "target": "skills_shown"}, a.configuration())
+        # the round practises them all, each in both arms: double passes, the others fail
+        k.kernel.psm.models = ScriptedModel(plan={"queries": ["x"], "examples": []},
+                                            methods=[RIGHT, RIGHT] + [TRIPLE_WRONG] * 40)
+        record = k.loop.run_until_complete(a.run_round(more))
+        assert record["practice"] == ["double", "quadruple", "triple"], record
+        assert record["scores"]["current"] == {**record["scores"]["current"], "passed": 1, "missions": 3}
+        assert record["scores"]["proposed"]["passed"] == 1 and record["adopted"] is False, record
+        # any other change: the latest unsolved mission only
+        record = k.loop.run_until_complete(a.run_round({"kind": "tuning", "target": "skills_shown", "value": 0,
+                                                        "why": "w"}))
+        assert record["practice"] == ["double", "quadruple"], record
+    finally:
+        k.close()
+
+
 def test_the_practice_takes_verified_missions_whose_first_method_was_rescued_first(tmp_path):
     """A verified mission whose cycle sampled or repaired past a wrong first method is
     practised before a newer one whose first method passed at once: that is where the
