@@ -965,11 +965,18 @@ TRIES = ("candidates", "code_samples", "repair_samples", "plan_examples", "retri
 RESCUE_UNSOLVED = 6
 
 
+def _tries_step(proposal: dict, configuration: dict) -> int:
+    """1 if the proposal raises one of the ``TRIES`` tunables, -1 if it lowers one, else 0."""
+    now, value = configuration.get(proposal.get("target")), proposal.get("value")
+    if proposal.get("kind") != "tuning" or proposal.get("target") not in TRIES \
+            or not isinstance(now, int) or not isinstance(value, int):
+        return 0
+    return (value > now) - (value < now)
+
+
 def adds_tries(proposal: dict, configuration: dict) -> bool:
     """Does the proposal raise one of the ``TRIES`` tunables?"""
-    now = configuration.get(proposal.get("target"))
-    return proposal.get("kind") == "tuning" and proposal.get("target") in TRIES and isinstance(now, int) \
-        and isinstance(proposal.get("value"), int) and proposal["value"] > now
+    return _tries_step(proposal, configuration) > 0
 
 
 def takes_tries(proposal: dict, configuration: dict) -> bool:
@@ -978,9 +985,7 @@ def takes_tries(proposal: dict, configuration: dict) -> bool:
     practice missions do not hold (``code_samples`` 4 -> 2 was adopted 15.5 % faster on
     a 3/4 practice, and the evaluation lost ``format_seconds``, which a third or fourth
     code completion had passed)."""
-    now = configuration.get(proposal.get("target"))
-    return proposal.get("kind") == "tuning" and proposal.get("target") in TRIES and isinstance(now, int) \
-        and isinstance(proposal.get("value"), int) and proposal["value"] < now
+    return _tries_step(proposal, configuration) < 0
 
 
 def wins(proposed: dict, current: dict, min_speedup: float, speed_counts: bool = True) -> bool:
