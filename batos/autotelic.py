@@ -838,7 +838,8 @@ class Autotelic:
         its copy only), mission by mission in alternating order (ABBA), every run from a
         cold model context (the second of two identical prompts would otherwise find the
         first one's kept prefix); pass counts, median cycle times, and the seconds each
-        arm spent on the missions both passed (``paired``, ``paired_s``).
+        arm spent on the missions both passed (``paired``, ``paired_s``; ``paired_each``
+        mission by mission).
 
         Each mission is practised as it was first taught: its method is taken off the
         scratch copy's object first (left there, the cycle was shown it and its examples,
@@ -899,7 +900,8 @@ class Autotelic:
             both = [i for i in range(len(suite)) if passes["current"][i] and passes["proposed"][i]]
             return tuple({"passed": sum(passes[name]), "missions": len(suite),
                           "median_s": round(statistics.median(r.duration_s for r in runs[name]), 2),
-                          "paired": len(both), "paired_s": round(sum(runs[name][i].duration_s for i in both), 2)}
+                          "paired": len(both), "paired_s": round(sum(runs[name][i].duration_s for i in both), 2),
+                          "paired_each": [round(runs[name][i].duration_s, 2) for i in both]}
                          for name in ("current", "proposed"))   # type: ignore[return-value]
         finally:
             for scratch in arms.values():
@@ -990,16 +992,25 @@ def takes_tries(proposal: dict, configuration: dict) -> bool:
 
 def wins(proposed: dict, current: dict, min_speedup: float, speed_counts: bool = True) -> bool:
     """More missions pass, or (``speed_counts``: not for a change that ``takes_tries``) as
-    many (and more than none) pass and the missions both arms passed took ``min_speedup``
-    (and at least MIN_SAVING_S) less time in all: failing sooner is no gain, and a failing
-    mission's time is no work done (judged by the median of all, a practice of two passing
-    and two unsolved missions was decided by how long the unsolved ones took to fail).  A
-    score without ``paired_s`` (an older round's) is judged by its median."""
+    many (and more than none) pass and, on the missions both arms passed, the median of
+    the proposed arm's time over the current one's is ``min_speedup`` under 1, at least
+    MIN_SAVING_S saved in all.  Failing sooner is no gain, and a failing mission's time
+    is no work done: judged by the median of all, a practice of two passing and two
+    unsolved missions was decided by how long the unsolved ones took to fail.  Mission
+    by mission, not the total: one slow cycle in the current arm (32.3 s where that
+    mission took 16-20 s in other rounds) made a total 22 % faster, the ratios' median
+    8.5 %.  A score without ``paired_each`` (an older round's) is judged by its median."""
     if proposed["passed"] != current["passed"]:
         return proposed["passed"] > current["passed"]
-    key = "paired_s" if all(isinstance(x.get("paired_s"), (int, float)) for x in (proposed, current)) else "median_s"
-    return (speed_counts and proposed["passed"] > 0 and proposed[key] < (1 - min_speedup) * current[key]
-            and current[key] - proposed[key] >= MIN_SAVING_S)
+    if not speed_counts or proposed["passed"] <= 0:
+        return False
+    mine, theirs = proposed.get("paired_each"), current.get("paired_each")
+    if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+        pairs = [(float(a), float(b)) for a, b in zip(mine, theirs) if float(b) > 0]
+        return bool(pairs) and statistics.median(a / b for a, b in pairs) < 1 - min_speedup \
+            and sum(b for _, b in pairs) - sum(a for a, _ in pairs) >= MIN_SAVING_S
+    return proposed["median_s"] < (1 - min_speedup) * current["median_s"] \
+        and current["median_s"] - proposed["median_s"] >= MIN_SAVING_S
 
 
 def list_adaptations(root: Any) -> list[dict]:

@@ -411,6 +411,7 @@ def test_a_mission_that_failed_on_the_architects_examples_is_practised_and_a_cha
                    if e.get("practice") == record["id"] and e["selector"] == "double"}
         assert record["scores"]["current"]["paired_s"] == pytest.approx(doubled["current"], abs=0.01)
         assert record["scores"]["proposed"]["paired_s"] == pytest.approx(doubled["proposed"], abs=0.01)
+        assert record["scores"]["current"]["paired_each"] == [record["scores"]["current"]["paired_s"]]
         assert record["adopted"] is True, record
         # solved by a later cycle: no longer practised as unsolved
         assert teach("triple", [TRIPLE_RIGHT], "return three times n") == "COMPLETE"
@@ -549,10 +550,14 @@ def test_a_change_wins_on_passes_or_on_speed_only_when_something_passes():
     # speed is judged on the missions both arms passed, not on a median that a failing
     # mission's time decides: two pass both ways, two fail both ways (the failures slower
     # in the proposed arm, which lifts its median over the current one's)
-    paired = lambda passed, median, paired_s: {**score(passed, median), "paired": 2, "paired_s": paired_s}  # noqa: E731
-    assert autotelic.wins(paired(2, 30.0, 20.0), paired(2, 22.0, 30.0), 0.15)
-    assert not autotelic.wins(paired(2, 10.0, 28.0), paired(2, 30.0, 30.0), 0.15)    # failing sooner: no gain
-    assert not autotelic.wins({**paired(1, 10.0, 0.0), "paired": 0}, {**paired(1, 30.0, 0.0), "paired": 0}, 0.15)
+    paired = lambda passed, median, each: {**score(passed, median), "paired": len(each),  # noqa: E731
+                                           "paired_s": sum(each), "paired_each": each}
+    assert autotelic.wins(paired(2, 30.0, [8.0, 12.0]), paired(2, 22.0, [12.0, 18.0]), 0.15)
+    assert not autotelic.wins(paired(2, 10.0, [14.0, 14.0]), paired(2, 30.0, [15.0, 15.0]), 0.15)   # failing sooner
+    assert not autotelic.wins(paired(1, 10.0, []), paired(1, 30.0, []), 0.15)       # none passed both ways
+    # mission by mission: one slow cycle in the current arm does not make a change faster
+    assert not autotelic.wins(paired(2, 21.9, [20.7, 13.46]), paired(2, 23.7, [32.34, 11.3]), 0.15)
+    assert not autotelic.wins(paired(2, 10.0, [8.0, 12.0]), paired(2, 15.0, [12.0, 18.0]), 0.15, speed_counts=False)
 
 
 def test_a_practice_cycle_is_taught_as_the_architect_taught_it_and_scored_by_the_kept_checks(tmp_path):
