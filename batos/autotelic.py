@@ -21,13 +21,15 @@ queues a round of ALFRED's ``analyze_metacognitive_log_and_propose_fine_tuning``
 3. evaluates it: a practice suite (``Practice``) of the system's own missions, the
    latest unsolved ones that failed on the Architect's examples and verified ones,
    those whose first method was rescued first (taught again from the Architect's
-   words, their method taken off, then checked by the examples it kept) runs as real
+   words, their method taken off, then checked by the examples it kept; for a change to
+   BRICK's examples, verified missions BRICK planned, ``planned_suite``) runs as real
    cycles with the current configuration and with the proposed one, each on its own
    scratch copy of the image (a ``DemoStorage`` over the live storage: nothing reaches
    the Living Image);
 4. adopts it, in one transaction on the state objects, only if the practice score
-   improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster
-   (not for a change that takes tries away from doubtful cycles: ``takes_tries``).
+   improves: more missions pass, or as many pass ``AUTOTELIC_MIN_SPEEDUP`` faster in
+   all, and with any one mission left out (``wins``; not for a change that takes tries
+   away from doubtful cycles: ``takes_tries``).
 
 Every round ends with one ``{"event": "adaptation", ...}`` line (the proposal, both
 scores, ``adopted``), and adopted ones are kept in the image (``list_adaptations``,
@@ -819,8 +821,8 @@ class Autotelic:
         with self.kernel.image.reading() as s:
             plans = worked_plans(s.root, proposal["value"])
         if not plans:
-            raise BadProposal("no earlier mission outside the practice suite had a plan whose examples were "
-                              "all right: there is no worked plan to show yet")
+            raise BadProposal("no earlier mission had a plan whose examples were all right: there is no "
+                              "worked plan to show yet")
         return {**proposal, "plans": plans}
 
     def _check_not_current(self, proposal: dict) -> None:
