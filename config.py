@@ -102,7 +102,7 @@ class Settings:
     AUTOTELIC_INTERVAL_S: float = 3600.0   # the self-tuning loop's round, at most this often (0: off)
     AUTOTELIC_IDLE_S: float = 60.0  # ... and only after this long without an Architect request
     AUTOTELIC_PRACTICE: int = 3     # verified missions a proposal is practised on
-    AUTOTELIC_MIN_SPEEDUP: float = 0.15    # as many pass: adopted only if this much faster (median ratio, both passed)
+    AUTOTELIC_MIN_SPEEDUP: float = 0.15    # as many pass: adopted only if this much faster in all (any one left out)
     GENESIS: bool = True            # a new image writes display_yourself in two cycles at its first start
     NESTED_CYCLE_DEPTH: int = 2     # doesNotUnderstand inside methods: how deep methods written for a call may go
     NESTED_CYCLE_BUDGET: int = 4    # ... and how many cognitive cycles one request may start

@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="--missions-hard or --flywheel: a setting for the kernels (repeatable), to measure a "
                          "lever or start the loop from another configuration")
     ap.add_argument("--flywheel", action="store_true",
-                    help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 47 min with "
+                    help="only the self-tuning loop's before/after (tests/bench/flywheel.py; 47-49 min with "
                          "--rounds 3 --practice 4 --eval both)")
     ap.add_argument("--rounds", type=int, default=3, help="--flywheel: rounds of the loop")
     ap.add_argument("--practice", type=int, default=3, help="--flywheel: missions in each round's practice suite")
