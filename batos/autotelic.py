@@ -219,18 +219,22 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
     """Experiments the record points to: each a menu change with the figures that suggest
     it (ALFRED is shown them and picks one, or proposes something else; asked to read the
     figures alone, the embedded model proposed generic system-prompt lines in 3 of 4 lab
-    answers).  The rules: methods installed though they missed some of BRICK's examples
-    suggest showing it worked plans while it is shown none (first: on the evaluation set
-    they made cycles faster, passing as many); those methods, if slower for it, also
-    suggest halving BRICK's examples; cycles
-    failed on their examples suggest the most sampled repairs, then code completions,
-    then candidates, then repairs the menu allows (all drawn only when a cycle's first
-    method looks wrong or fails); methods installed though they matched none of their examples
-    suggest ``consensus`` (ranked with more tries: it can win on passes); a state
-    whose answers fill its token budget on average suggests doubling it.  More tries
-    come first (they can win on passes), then fewer examples (it takes tries away, so
-    it wins only on passes: ``takes_tries``), then a budget (last: how many cycles were
-    cut off is not known from the mean); most cycles concerned first within each."""
+    answers).  The rules: cycles failed on their examples suggest the most sampled
+    repairs, then code completions, then candidates, then repairs the menu allows (all
+    drawn only when a cycle's first method looks wrong or fails); methods installed
+    though they matched none of their examples suggest ``consensus`` (ranked with more
+    tries: it can win on passes); methods installed though they missed some of BRICK's
+    examples suggest showing it worked plans while it is shown none (on the evaluation
+    set they made cycles faster, passing as many); those methods, if slower for it, also
+    suggest halving BRICK's examples; a state whose answers fill its token budget on
+    average suggests doubling it.  More tries come first (they can win on passes; worked
+    plans only on speed, and practised where they act they lost ``is_valid_email`` in
+    every flywheel run, while being first cost the round the record takes as it stands,
+    so the sampled repairs came third, after ALFRED's round had practised more chat
+    samples on the same rescue), then worked plans, then fewer examples (it takes tries
+    away, so it wins only on passes: ``takes_tries``), then a budget (last: how many
+    cycles were cut off is not known from the mean); most cycles concerned first within
+    each."""
     out: list[tuple[int, int, dict]] = []     # (rank, cycles concerned, proposal)
     story = analysis.get("examples") or {}
     clean, missed = story.get("installed_passing_all") or 0, story.get("installed_missing_some") or 0
@@ -244,7 +248,7 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
                                     "are often wrong, and each wrong one sends a right method to be sampled and "
                                     "repaired; fewer examples cost fewer plan tokens too"}))
     if missed and clean and wanted > 0 and configuration.get("DECOMPOSING demonstrations") == 0:
-        out.append((3, missed, {"kind": "demonstrations", "target": "DECOMPOSING", "value": MAX_DEMONSTRATIONS,
+        out.append((2, missed, {"kind": "demonstrations", "target": "DECOMPOSING", "value": MAX_DEMONSTRATIONS,
                                 "why": f"{missed} of {clean + missed} methods were installed though they missed "
                                        f"some of BRICK's examples (median cycle {slow} s against {fast} s): shown "
                                        "earlier plans whose examples were right, two each, BRICK writes shorter "
@@ -265,13 +269,13 @@ def suggestions(analysis: dict, configuration: dict) -> list[dict]:
                 # the top of the range: a step of two (code_samples 0 -> 2) gave the failing
                 # missions too few tries to rescue one, where 6 rescued format_seconds
                 made = sum(kinds.get(k, 0) for k in made_by)
-                out.append((2, failed, {"kind": "tuning", "target": slot, "value": high,
+                out.append((3, failed, {"kind": "tuning", "target": slot, "value": high,
                                      "why": f"{failed} of {cycles} cycles failed on their examples; "
                                             f"{made} installed methods were {noun}: more {noun} give the "
                                             "failing missions more tries"}))
     blind = story.get("installed_matching_none") or 0
     if blind and configuration.get("consensus") == 0:
-        out.append((2, blind, {"kind": "tuning", "target": "consensus", "value": 1,
+        out.append((3, blind, {"kind": "tuning", "target": "consensus", "value": 1,
                                "why": f"{blind} methods were installed though they matched none of their "
                                       "examples: the first method, whatever the other candidates agreed on; "
                                       "with consensus, the largest agreeing group"}))

@@ -4,11 +4,15 @@ its own unit checks: specifications with a catch (a small word left lower-case, 
 tests/missions_hard.py's, so that what the self-tuning loop adopts to rescue a failing
 cycle has something to rescue.  None of them is in the training set or the practice.
 
-``TRAINING``: twenty more with a catch, for the flywheel's training set (not
-held out: the practice is drawn from them).  Taught to a trained image, four of them
-failed on the Architect's own example, every candidate missing it ('abcde' -> 'badce'),
-which is what gives the loop's record failures to learn from; the missions_hard
-training missions it had before failed on theirs in one cycle of thirteen.
+``TRAINING``: twenty-eight more with a catch, for the flywheel's training set (not
+held out: the practice is drawn from them).  Taught to a trained image, four of the
+first twenty failed on the Architect's own example, every candidate missing it ('abcde'
+-> 'badce'), which is what gives the loop's record failures to learn from; the
+missions_hard training missions it had before failed on theirs in one cycle of
+thirteen.  The last eight were added when the practice of those twenty held one
+unsolved mission a rescue lever could pass ('swap_pairs'), so whichever lever was
+practised first took the rescue, the sampled repairs or more chat samples, and only
+the repairs carried over to held-out work.
 
 Same shape as tests/missions_hard.py's: (selector, arg names, intent, checks, kind); the
 Architect's words state an example for most of them ("'string' -> 'ingstray'"), which the
@@ -153,4 +157,33 @@ TRAINING = [
     ("drop_repeated_words", ["text"], "remove every word that repeats the word right before it, ignoring "
      "case: 'the The cat sat sat' -> 'the cat sat'",
      [(["the The cat sat sat"], "the cat sat"), (["a b a"], "a b a"), ([""], "")], None),
+    # eight more with a catch (a later session: the practice held one rescuable unsolved
+    # mission, so which rescue lever was adopted went to whichever passed it first)
+    ("alternate_caps", ["text"], "upper-case every other letter, starting with the first, counting letters "
+     "only (a space or any other character keeps its place and is not counted): 'hi there' -> 'Hi ThErE'",
+     [(["hi there"], "Hi ThErE"), (["abc"], "AbC"), (["a-bc d"], "A-bC d"), ([""], "")], None),
+    ("sum_numbers", ["text"], "add up the whole numbers written in a text, a run of digits being one number: "
+     "'a12b3c' -> 15",
+     [(["a12b3c"], 15), (["no digits"], 0), (["100 and 20 and 3"], 123)], None),
+    ("english_list", ["words"], "join words in English: commas between them and 'and' before the last, "
+     "with no comma before 'and': ['a', 'b', 'c'] -> 'a, b and c'",
+     [([["a", "b", "c"]], "a, b and c"), ([["x"]], "x"), ([["x", "y"]], "x and y"), ([[]], ""),
+      ([["w", "x", "y", "z"]], "w, x, y and z")], None),
+    ("truncate_words", ["text", "width"], "shorten a text to at most width characters by cutting it at a "
+     "space and adding '...' (the dots not counted); a text that fits is returned as it is: "
+     "'the quick brown fox', 10 -> 'the quick...'",
+     [(["the quick brown fox", 10], "the quick..."), (["hello world", 20], "hello world"),
+      (["one two three", 7], "one two...")], None),
+    ("century", ["year"], "return the century a year (1 or later) belongs to, the first century being "
+     "the years 1 to 100: 1900 -> 19, 1901 -> 20",
+     [([1900], 19), ([1901], 20), ([2000], 20), ([1], 1), ([100], 1)], None),
+    ("squash_runs", ["text"], "replace every run of two or more of one character by the character and the "
+     "run's length, a single character staying as it is: 'aaabcc' -> 'a3bc2'",
+     [(["aaabcc"], "a3bc2"), (["abc"], "abc"), ([""], ""), (["zzzz"], "z4")], None),
+    ("nearest_multiple", ["n", "step"], "round a whole number to the nearest multiple of step, a number "
+     "halfway between two going up: 17, 5 -> 15, 25, 10 -> 30",
+     [([17, 5], 15), ([13, 5], 15), ([25, 10], 30), ([45, 10], 50), ([12, 5], 10)], None),
+    ("capitalize_names", ["name"], "capitalize every part of a name, after a space, a hyphen or an "
+     "apostrophe, every other letter lower case: \"mary-jane O'NEIL\" -> \"Mary-Jane O'Neil\"",
+     [(["mary-jane O'NEIL"], "Mary-Jane O'Neil"), (["ada lovelace"], "Ada Lovelace"), ([""], "")], None),
 ]
