@@ -760,6 +760,21 @@ def test_the_flywheel_benchmark_pairs_the_missions_both_sides_passed():
     assert paired({"failed": ["a"], "seconds": {"a": 1.0}}, {"failed": [], "seconds": {"a": 1.0}}) == {"missions": 0}
 
 
+def test_the_flywheel_report_says_when_rounds_were_cut_off(capsys):
+    """A round that does not end within its allowance is stopped before the evaluation;
+    the report says how many of the rounds asked for ended."""
+    from tests.bench.flywheel import ROUND_ALLOWANCE_S, report
+    side = {"passed": 3, "missions": 4, "median_cycle_s": 5.0, "failed": ["x"], "seconds": {}}
+    out = {"before": side, "after": side, "paired": {"missions": 0}, "training": {"passed": 9, "missions": 10},
+           "rounds_s": 100.0, "rounds_asked": 3,
+           "rounds": [{"id": "r1", "proposal": {}, "scores": {}, "adopted": True, "outcome": "adopted"}]}
+    report(out)
+    assert f"1 rounds in 100 s, 1 adopted (3 asked: the others did not end within {ROUND_ALLOWANCE_S} s" \
+        in capsys.readouterr().out
+    report({**out, "rounds_asked": 1})
+    assert "asked" not in capsys.readouterr().out
+
+
 def test_the_flywheel_evaluation_sets_are_held_out_and_their_words_agree_with_their_checks():
     """No evaluation mission is a training one (the practice is drawn from training);
     each check takes as many arguments as its mission; and where the Architect's words

@@ -42,6 +42,10 @@ from tests.missions_hard import MISSIONS, STATEFUL, run_missions, summary
 from tests.missions_harder import MISSIONS as HARDER, TRAINING as HARDER_TRAINING
 
 TRAINING = [m for m in MISSIONS[:13] if m[4] != STATEFUL] + HARDER_TRAINING
+# the time a round is given before the evaluation starts without it: with the sampled
+# repairs adopted, a round that practised eight missions (six unsolved) took 1400 s,
+# and 900 s a round cut a run's third round off
+ROUND_ALLOWANCE_S = 2400
 EVALUATION = [m for m in MISSIONS[13:32] if m[4] != STATEFUL]
 EVALUATIONS = {"standard": EVALUATION, "harder": HARDER, "both": EVALUATION + HARDER}
 
@@ -111,8 +115,9 @@ def run(rounds: int, practice: int, settings: dict | None = None, keep: str | No
         try:
             t0 = time.monotonic()
             seen = lambda ev: [e for e in ev if e["event"] == "adaptation"]   # noqa: E731
-            k.wait_events(lambda ev: len(seen(ev)) >= rounds, 900 * rounds)
+            k.wait_events(lambda ev: len(seen(ev)) >= rounds, ROUND_ALLOWANCE_S * rounds)
             out["rounds_s"] = round(time.monotonic() - t0, 1)
+            out["rounds_asked"] = rounds
             out["rounds"] = [{"id": e["id"], "proposal": e.get("proposal"), "scores": e.get("scores"),
                               "adopted": e["adopted"], "outcome": e.get("outcome"), "seconds": e.get("seconds")}
                              for e in seen(k.events())][:rounds]
@@ -150,9 +155,12 @@ def report(out: dict) -> None:
     if pr.get("missions"):
         print(f"  paired  {pr['missions']} missions passed both ways: after/before time, median ratio "
               f"{pr['median_ratio']:.2f}; {pr['after_s']:.0f} s against {pr['before_s']:.0f} s in all")
+    asked = out.get("rounds_asked", len(out["rounds"]))
     print(f"  training {out['training']['passed']}/{out['training']['missions']}; "
           f"{len(out['rounds'])} rounds in {out['rounds_s']:.0f} s, "
-          f"{sum(r['adopted'] for r in out['rounds'])} adopted")
+          f"{sum(r['adopted'] for r in out['rounds'])} adopted"
+          + (f" ({asked} asked: the others did not end within {ROUND_ALLOWANCE_S} s a round, "
+             "and were stopped unapplied)" if len(out["rounds"]) < asked else ""))
     for r in out["rounds"]:
         print(f"    {r['id']} {json.dumps(r['proposal'])[:140]}  {json.dumps(r['scores'])}  "
               f"adopted={r['adopted']}  ({r['outcome']})")
