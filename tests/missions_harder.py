@@ -157,8 +157,7 @@ TRAINING = [
     ("drop_repeated_words", ["text"], "remove every word that repeats the word right before it, ignoring "
      "case: 'the The cat sat sat' -> 'the cat sat'",
      [(["the The cat sat sat"], "the cat sat"), (["a b a"], "a b a"), ([""], "")], None),
-    # eight more with a catch (a later session: the practice held one rescuable unsolved
-    # mission, so which rescue lever was adopted went to whichever passed it first)
+    # the last eight (the docstring says why)
     ("alternate_caps", ["text"], "upper-case every other letter, starting with the first, counting letters "
      "only (a space or any other character keeps its place and is not counted): 'hi there' -> 'Hi ThErE'",
      [(["hi there"], "Hi ThErE"), (["abc"], "AbC"), (["a-bc d"], "A-bC d"), ([""], "")], None),
